@@ -1,0 +1,46 @@
+# kdnb — knowledge distillation from BERT, notebook-first.  `make help` lists the targets.
+SHELL   := /bin/bash
+TASK    ?= cola
+PROFILE ?= cpu
+PYTHON  ?= python3
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+FORCE   ?=
+DATA_DIR ?=
+# No model hub at run time by default; set HF_HUB_OFFLINE=0 to let transformers download.
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export PYTHONWARNINGS ?= ignore::DeprecationWarning
+
+PIPELINE_ARGS = --task $(TASK) --profile $(PROFILE) $(if $(FORCE),--force) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+.PHONY: help setup report test test-unit test-notebooks lab notebooks clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+	@echo "  variables: TASK=cola|sst2|sara  PROFILE=cpu|smoke|thesis  FORCE=1  DATA_DIR=path"
+
+setup: $(VENV)/.installed ## create .venv with the pinned requirements (torch==2.13.0) and kdnb editable
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+report: setup ## run the notebooks for TASK with PROFILE into outputs/<task>/ and thesis_figures/
+	$(PY) -m kdnb.pipeline $(PIPELINE_ARGS)
+
+test: setup ## unit tests + nbval replay of the stored smoke-profile notebooks
+	$(PY) -m pytest tests
+	$(PY) -m pytest --nbval-lax notebooks
+
+lab: setup ## open JupyterLab on the notebooks
+	$(VENV)/bin/jupyter lab notebooks
+
+notebooks: setup ## re-execute the stored notebooks with the smoke profile (refreshes what nbval checks)
+	$(PY) -m kdnb.store_notebooks
+
+clean: ## remove generated outputs and figures (keeps .venv)
+	rm -rf outputs/*/ thesis_figures/*.png thesis_figures/*.pdf

@@ -1,0 +1,105 @@
+"""Run the study's notebooks in order with papermill: ``python -m kdnb.pipeline --task cola``.
+
+Before any notebook runs, the merged parameters are validated and the task's data files are
+read once, so a bad parameter, an unknown task, a missing data directory or a corrupted TSV
+line stops the run with a one-paragraph message and exit status 2, before anything is written.
+Each notebook is executed into a temporary file and renamed into
+``outputs/<task>/notebooks/`` only when it succeeds; a failing notebook stops the run with exit
+status 1 and is kept outside ``outputs/`` for inspection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .config import PROJECT_ROOT, load_config
+from .data import load_task
+from .errors import KdnbError
+from .report import record_stage
+from .utils import atomic_path
+
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+
+
+def notebooks(only: Optional[Sequence[str]] = None) -> list[Path]:
+    """The numbered notebooks (``NN_name.ipynb``) in run order, optionally only those whose
+    stem or number is in ``only``."""
+    nbs = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        nbs = [nb for nb in nbs if nb.stem in only or nb.stem[:2] in only]
+    return nbs
+
+
+def run(task: str, profile: str = "cpu", data_dir: Optional[str] = None, force: bool = False,
+        only: Optional[Sequence[str]] = None) -> Path:
+    """Validate, then execute the notebooks for ``task`` × ``profile``; return the output dir.
+
+    Raises:
+        KdnbError: bad parameters or data (nothing has been written yet).
+        StageFailed: a notebook raised (its outputs are not written).
+    """
+    import papermill as pm
+
+    cfg = load_config(task, profile, data_dir=data_dir)
+    load_task(cfg.task, cfg.data_path)  # fail fast on bad data, before any output exists
+    nbs = notebooks(only)
+    if not nbs:
+        raise KdnbError(f"no notebook matches {list(only or [])} in {NOTEBOOKS_DIR}.")
+    cfg.save()
+    params = {"task": task, "profile": profile, "data_dir": data_dir, "force": force}
+    out_dir = cfg.out / "notebooks"
+    for nb in nbs:
+        print(f"[kdnb] {task}/{profile}: running {nb.name}", flush=True)
+        t0 = time.perf_counter()
+        scratch = Path(tempfile.mkdtemp(prefix="kdnb-"))
+        executed = scratch / nb.name
+        try:
+            pm.execute_notebook(str(nb), str(executed), parameters=params, cwd=str(NOTEBOOKS_DIR),
+                                kernel_name="python3", progress_bar=False)
+        except pm.PapermillExecutionError as e:
+            raise StageFailed(nb.name, executed, f"{e.ename}: {e.evalue}") from None
+        with atomic_path(out_dir / nb.name) as tmp:
+            shutil.copyfile(executed, tmp)
+        shutil.rmtree(scratch, ignore_errors=True)
+        record_stage(cfg, f"notebook {nb.stem}", time.perf_counter() - t0)
+    return cfg.out
+
+
+class StageFailed(Exception):
+    """A notebook raised; ``executed`` is its partly executed copy (outside ``outputs/``)."""
+
+    def __init__(self, name: str, executed: Path, error: str):
+        super().__init__(f"notebook {name} failed with {error}")
+        self.name, self.executed, self.error = name, executed, error
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m kdnb.pipeline", description=__doc__.split("\n")[0])
+    ap.add_argument("--task", required=True, help="cola, sst2, sara, rte (a file params/<task>.yaml)")
+    ap.add_argument("--profile", default="cpu", help="cpu (default), smoke or thesis (params/profiles/)")
+    ap.add_argument("--data-dir", default=None, help="folder with the data sets (default: params' data_dir)")
+    ap.add_argument("--force", action="store_true", help="redo stages whose outputs exist")
+    ap.add_argument("--only", nargs="*", default=None, help="run only these notebooks (e.g. 03 04)")
+    args = ap.parse_args(argv)
+    try:
+        out = run(args.task, args.profile, args.data_dir, args.force, args.only)
+    except KdnbError as e:
+        print(f"kdnb: error: {e}", file=sys.stderr)
+        return 2
+    except StageFailed as e:
+        print(f"kdnb: error: {e}. The failed stage wrote nothing under outputs/ (earlier stages' "
+              f"outputs are kept and reused on the next run); its executed notebook, with the full "
+              f"traceback, is at {e.executed}.", file=sys.stderr)
+        return 1
+    print(f"[kdnb] done: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

