@@ -6,19 +6,20 @@ PYTHON  ?= python3
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 FORCE   ?=
+ARGS    ?=
 DATA_DIR ?=
 # No model hub at run time by default; set HF_HUB_OFFLINE=0 to let transformers download.
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
-PIPELINE_ARGS = --task $(TASK) --profile $(PROFILE) $(if $(FORCE),--force) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+PIPELINE_ARGS = --task $(TASK) --profile $(PROFILE) $(if $(FORCE),--force) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(ARGS)
 
 .PHONY: help setup report test test-unit test-notebooks lab notebooks clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
-	@echo "  variables: TASK=cola|sst2|sara  PROFILE=cpu|smoke|thesis  FORCE=1  DATA_DIR=path"
+	@echo "  variables: TASK=cola|sst2|sara  PROFILE=cpu|smoke|thesis  FORCE=1  DATA_DIR=path  ARGS="--set teacher.epochs=1""
 
 setup: $(VENV)/.installed ## create .venv with the pinned requirements (torch==2.13.0) and kdnb editable
 

@@ -99,10 +99,15 @@ def _read_lines(path: Path) -> list[str]:
     if not path.is_file():
         raise DataError(f"{path}: file not found (expected the task's TSV file here; see ../shared/data/README.md).")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")  # no newline translation (see below)
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e}).") from None
-    return text.splitlines()
+    # split on "\n" only: some GLUE files carry a stray "\r" inside a line (SST-2 train), which
+    # str.splitlines() would treat as a line break
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.rstrip("\r") for line in lines]
 
 
 def _label_names(spec: TaskSpec, folder: Path) -> tuple[str, ...]:

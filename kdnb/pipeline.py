@@ -20,8 +20,8 @@ from typing import Optional, Sequence
 
 from .config import PROJECT_ROOT, load_config
 from .data import load_task
-from .errors import KdnbError
-from .report import record_stage
+from .errors import ConfigError, KdnbError
+from .report import record_stage, write_html_report
 from .utils import atomic_path
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
@@ -37,7 +37,7 @@ def notebooks(only: Optional[Sequence[str]] = None) -> list[Path]:
 
 
 def run(task: str, profile: str = "cpu", data_dir: Optional[str] = None, force: bool = False,
-        only: Optional[Sequence[str]] = None) -> Path:
+        only: Optional[Sequence[str]] = None, overrides: Optional[dict] = None) -> Path:
     """Validate, then execute the notebooks for ``task`` × ``profile``; return the output dir.
 
     Raises:
@@ -46,13 +46,14 @@ def run(task: str, profile: str = "cpu", data_dir: Optional[str] = None, force: 
     """
     import papermill as pm
 
-    cfg = load_config(task, profile, data_dir=data_dir)
+    cfg = load_config(task, profile, data_dir=data_dir, overrides=overrides)
     load_task(cfg.task, cfg.data_path)  # fail fast on bad data, before any output exists
     nbs = notebooks(only)
     if not nbs:
         raise KdnbError(f"no notebook matches {list(only or [])} in {NOTEBOOKS_DIR}.")
     cfg.save()
-    params = {"task": task, "profile": profile, "data_dir": data_dir, "force": force}
+    params = {"task": task, "profile": profile, "data_dir": data_dir, "force": force,
+              "overrides": dict(overrides or {})}
     out_dir = cfg.out / "notebooks"
     for nb in nbs:
         print(f"[kdnb] {task}/{profile}: running {nb.name}", flush=True)
@@ -68,7 +69,25 @@ def run(task: str, profile: str = "cpu", data_dir: Optional[str] = None, force: 
             shutil.copyfile(executed, tmp)
         shutil.rmtree(scratch, ignore_errors=True)
         record_stage(cfg, f"notebook {nb.stem}", time.perf_counter() - t0)
+    print(f"[kdnb] report: {write_html_report(cfg)}", flush=True)
     return cfg.out
+
+
+def parse_overrides(items: Sequence[str]) -> dict:
+    """``["teacher.epochs=1", "bilstm.loss=kl"]`` → ``{"teacher.epochs": 1, "bilstm.loss": "kl"}``.
+
+    Raises:
+        ConfigError: an item without ``=``.
+    """
+    import yaml
+
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. teacher.epochs=1.")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 class StageFailed(Exception):
@@ -86,9 +105,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--data-dir", default=None, help="folder with the data sets (default: params' data_dir)")
     ap.add_argument("--force", action="store_true", help="redo stages whose outputs exist")
     ap.add_argument("--only", nargs="*", default=None, help="run only these notebooks (e.g. 03 04)")
+    ap.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                    help="override parameters, e.g. --set teacher.epochs=1 bilstm.loss=kl (values in YAML)")
     args = ap.parse_args(argv)
     try:
-        out = run(args.task, args.profile, args.data_dir, args.force, args.only)
+        out = run(args.task, args.profile, args.data_dir, args.force, args.only, parse_overrides(args.set))
     except KdnbError as e:
         print(f"kdnb: error: {e}", file=sys.stderr)
         return 2

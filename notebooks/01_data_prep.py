@@ -20,6 +20,7 @@ task = "cola"
 profile = "smoke"
 data_dir = None  # None: the data_dir of params/<task>.yaml
 force = False
+overrides = {}  # dotted keys to values; make report ARGS="--set teacher.epochs=1" fills it
 
 # %%
 from kdnb import figures, report
@@ -28,7 +29,7 @@ from kdnb.data import load_task, task_spec
 from kdnb.teacher import load_tokenizer
 from kdnb.utils import Timer
 
-cfg = load_config(task, profile, data_dir=data_dir)
+cfg = load_config(task, profile, data_dir=data_dir, overrides=overrides)
 cfg.save()
 print(f"task={cfg.task} profile={cfg.profile} metric={task_spec(task).metric_label}")
 

@@ -1,0 +1,34 @@
+"""Shared fixtures: a smoke-profile config writing into a temp dir, small data dirs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from kdnb.config import PROJECT_ROOT, load_config  # noqa: E402
+
+SHARED_DATA = (PROJECT_ROOT / "../shared/data").resolve()
+
+
+@pytest.fixture
+def smoke_cfg(tmp_path):
+    """The smoke profile for CoLA, writing outputs and figures under ``tmp_path``."""
+    return load_config("cola", "smoke", overrides={"output_dir": str(tmp_path / "out"),
+                                                    "figures_dir": str(tmp_path / "fig")})
+
+
+@pytest.fixture
+def data_copy(tmp_path) -> Path:
+    """A writable copy of the shared data sets (CoLA, SST-2, Sara, RTE) to corrupt in tests."""
+    dst = tmp_path / "data"
+    for task in ("cola", "sst2", "sara", "rte"):
+        shutil.copytree(SHARED_DATA / task, dst / task)
+        for f in (dst / task).iterdir():
+            f.chmod(0o644)
+    return dst

@@ -1,0 +1,45 @@
+import pytest
+import torch
+
+from kdnb.students import BiLSTMStudent, WordPieceCollate, count_parameters
+
+
+def test_bilstm_shapes_and_tang_architecture():
+    torch.manual_seed(0)
+    m = BiLSTMStudent(vocab_size=100, embedding_dim=16, num_labels=3, hidden_size=300, fc_size=400)
+    ids = torch.randint(1, 100, (4, 7))
+    lengths = torch.tensor([7, 3, 1, 5])
+    assert m(ids, lengths).shape == (4, 3)
+    assert m.encode(ids, lengths).shape == (4, 600)  # concatenated final fw/bw states
+    assert m.lstm.bidirectional and m.lstm.num_layers == 1 and m.fc.out_features == 400
+    # padding after a sentence's length does not change its logits
+    padded = ids.clone()
+    padded[1, 3:] = 0
+    assert torch.allclose(m(ids, lengths)[1], m(padded, lengths)[1], atol=1e-6)
+
+
+def test_embedding_modes():
+    w = torch.randn(50, 8)
+    static = BiLSTMStudent(50, 8, 2, 4, 4, embedding_weights=w, embedding_mode="static")
+    assert torch.equal(static.embedding.weight, w) and not static.embedding.weight.requires_grad
+    multi = BiLSTMStudent(50, 8, 2, 4, 4, embedding_weights=w, embedding_mode="multichannel")
+    assert multi.lstm.input_size == 16 and multi.embedding.weight.requires_grad
+    assert not multi.static_embedding.weight.requires_grad
+    assert count_parameters(multi, trainable_only=True) == count_parameters(multi) - 50 * 8
+    with pytest.raises(ValueError, match="expected \\(50, 9\\)"):
+        BiLSTMStudent(50, 9, 2, embedding_weights=w)
+    with pytest.raises(ValueError, match="embedding_mode"):
+        BiLSTMStudent(50, 8, 2, embedding_mode="dynamic")
+
+
+def test_wordpiece_collate():
+    from kdnb.teacher import load_tokenizer
+    from kdnb.config import load_config
+
+    tok = load_tokenizer(load_config("cola", "smoke"))
+    rows = [{"sentence": "The cat sat.", "teacher_logits": [0.1, 0.2], "label": 1},
+            {"sentence": "Unbelievably long words appear.", "teacher_logits": [0.3, 0.4], "label": 0}]
+    b = WordPieceCollate(tok, max_length=4)(rows)
+    assert b["input_ids"].shape == (2, 4) and b["lengths"].tolist() == [4, 4]
+    assert tok.cls_token_id not in b["input_ids"].tolist()[0]  # no [CLS]/[SEP]
+    assert b["teacher_logits"].shape == (2, 2) and b["labels"].tolist() == [1, 0]
