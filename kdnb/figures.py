@@ -79,3 +79,95 @@ def plot_learning_curves(curves: dict[str, pd.DataFrame], metric_label: str, tas
     ax.set(xlabel="epoch", ylabel=f"dev {metric_label} (%)", title=f"{task}: learning curve")
     fig.tight_layout()
     return fig
+
+
+# ---- prediction analysis and efficiency (notebook 06; kdnb.analysis, kdnb.bench) ----------------
+
+
+def plot_confidence_correlation(corr: pd.DataFrame, task: str):
+    """Heat map of Pearson's r between the models' dev-set confidences
+    (:func:`kdnb.analysis.confidence_correlation`)."""
+    n = len(corr)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * n, 1.2 + 0.9 * n))
+    sns.heatmap(corr.astype(float), annot=True, fmt=".2f", vmin=-1, vmax=1, cmap="vlag", square=True,
+                cbar_kws={"label": "Pearson's r"}, ax=ax)
+    ax.set(xlabel="model", ylabel="model", title=f"{task}: correlation of confidences (dev)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_average_confidence(stats: pd.DataFrame, task: str):
+    """Bars of the mean confidence (± one standard deviation) per model on its correct and its
+    incorrect dev predictions (:func:`kdnb.analysis.confidence_by_outcome`)."""
+    models = list(dict.fromkeys(stats["model"]))
+    outcomes = ["correct", "incorrect"]
+    fig, ax = plt.subplots(figsize=(1.5 + 1.4 * len(models), 4))
+    sns.barplot(stats, x="model", y="mean", hue="outcome", order=models, hue_order=outcomes, ax=ax)
+    width = 0.8 / len(outcomes)
+    for j, outcome in enumerate(outcomes):
+        sub = stats[stats["outcome"] == outcome].set_index("model").reindex(models)
+        xs = [i - 0.4 + width * (j + 0.5) for i in range(len(models))]
+        ax.errorbar(xs, sub["mean"], yerr=sub["std"], fmt="none", ecolor="black", capsize=4, lw=1)
+    ax.set(xlabel="model", ylabel="confidence (max softmax probability)", ylim=(0, 1.05),
+           title=f"{task}: average confidence (dev, ± 1 std)")
+    ax.legend(title="prediction", loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_overlap(matrix: pd.DataFrame, task: str, kind: str = "mistakes", measure: str = "jaccard"):
+    """Heat map of the overlap of the models' mistakes or hits (:func:`kdnb.analysis.overlap_matrix`)."""
+    n = len(matrix)
+    label = {"jaccard": "shared / union (Jaccard)", "count": "shared examples",
+             "share": "share of the row model's set"}[measure]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * n, 1.2 + 0.9 * n))
+    fmt = ".0f" if measure == "count" else ".2f"
+    sns.heatmap(matrix.astype(float), annot=True, fmt=fmt, cmap="rocket_r", square=True,
+                vmin=0, vmax=None if measure == "count" else 1, cbar_kws={"label": label}, ax=ax)
+    ax.set(xlabel="model", ylabel="model", title=f"{task}: overlap of {kind} (dev)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_mistake_classes(dist: pd.DataFrame, task: str):
+    """Share of each model's dev mistakes by true class (:func:`kdnb.analysis.mistake_classes`);
+    with many classes (Sara's 57 intents) the class names go on the y axis."""
+    n_labels = dist["label"].nunique()
+    if n_labels > 6:
+        order = (dist.groupby("label")["mistakes"].sum().sort_values(ascending=False).index.tolist())
+        fig, ax = plt.subplots(figsize=(8, max(4, 0.25 * n_labels)))
+        sns.barplot(dist, y="label", x="share", hue="model", order=order, ax=ax)
+        ax.set(xlabel="share of the model's mistakes", ylabel="true intent")
+    else:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        sns.barplot(dist, x="label", y="share", hue="model", ax=ax)
+        ax.set(xlabel="true class", ylabel="share of the model's mistakes", ylim=(0, 1))
+    ax.set_title(f"{task}: class distribution of mistakes (dev)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_speed(table: pd.DataFrame, task: str):
+    """Milliseconds per example (log scale) of every benchmarked model and input setting
+    (:func:`kdnb.bench.efficiency_table`), one panel per device."""
+    df = table.copy()
+    fig, ax = plt.subplots(figsize=(8, max(3, 0.45 * df["model"].nunique() * max(1, df["device"].nunique()))))
+    df["setting"] = df["device"] + ", " + df["input"]
+    sns.barplot(df, y="model", x="ms/example", hue="setting", ax=ax)
+    ax.set_xscale("log")
+    ax.set(xlabel="inference time per example (ms, log scale)", ylabel="model",
+           title=f"{task}: inference speed (batch {int(df['batch'].iloc[0])})")
+    ax.legend(title="device, input", loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig
+
+
+def plot_size_map(df: pd.DataFrame, x: str, y: str, value: str, task: str, title: str):
+    """Heat map of ``value`` (e.g. best dev score) over two hyperparameters ``x`` and ``y`` —
+    the thesis' "size maps" of student width × depth."""
+    grid = df.pivot_table(index=y, columns=x, values=value, aggfunc="max")
+    fig, ax = plt.subplots(figsize=(1.5 + 0.9 * grid.shape[1], 1.2 + 0.6 * grid.shape[0]))
+    sns.heatmap(grid, annot=True, fmt=".1f", cmap="mako_r", cbar_kws={"label": value}, ax=ax)
+    ax.set(xlabel=x, ylabel=y, title=f"{task}: {title}")
+    fig.tight_layout()
+    return fig

@@ -17,13 +17,68 @@ from .config import Config
 from .data import task_spec
 from .utils import atomic_path, read_json, write_json
 
-# Sučík (2020), "Compressing BERT by knowledge distillation", final results (dev / test, in %),
-# as also listed in ../shared/data/README.md. Teacher: fine-tuned BERT-large (340M params).
+# Sučík (2020), "Teacher-student knowledge distillation from BERT for sentence classifiers"
+# (MInf report, University of Edinburgh; repository samsucik/knowledge-distil-bert). Scores in %
+# (CoLA MCC, SST-2 accuracy, Sara micro-F1); "params_m": millions of parameters as the thesis
+# counts them — BERT-large teacher: all 340M; students: trainable non-embedding parameters.
+# Sources, each number checked there:
+#   [T]  teacher dev/test: ../shared/data/README.md ("Reference results on these splits").
+#   [S]  student dev scores: experiments/analysis/General plotting.ipynb, dict `best_model_scores`
+#        (commit e1919afc15d0ef0f559c67f10559d12faea9d85f), the data of the thesis figure
+#        "Evaluation-set scores of the teacher and the best students"; Sara's 87.1 / 86.5 are also
+#        in the text (latex/s1513472-minf2.tex, commit 23aee7862d995261a6539cc9b988a6aa57f0e1e3,
+#        §"Choosing student size": Sara), CoLA's "best evaluation score of ~45" likewise.
+#   [Z]  student sizes: latex/s1513472-minf2.tex (same commit), Table "Configuration for the best
+#        students on each task" (tab:best-students); 340M teacher and "2.41M, 140x smaller" BiLSTM
+#        in §"BiLSTM student model", 2.42M BERT student (L=5, d_h=204, d_I=750, A=3) in §"BERT
+#        student model".
+# The thesis draft states no test-set scores for the students: those stay None.
+THESIS_SOURCE = ("Sučík (2020), MInf report 'Teacher-student knowledge distillation from BERT for sentence "
+                 "classifiers', github.com/samsucik/knowledge-distil-bert")
 THESIS_REFERENCE: dict[str, dict[str, dict[str, Optional[float]]]] = {
-    "cola": {"teacher": {"dev": 59.9, "test": 54.6}},
-    "sst2": {"teacher": {"dev": 91.5, "test": 93.1}},
-    "sara": {"teacher": {"dev": 87.5, "test": 88.3}},
+    "cola": {
+        "teacher": {"dev": 59.9, "test": 54.6, "params_m": 340.0},          # [T] [Z]
+        "bert_student": {"dev": 45.0, "test": None, "params_m": 76.4},     # [S] [Z] W=4, D=1
+        "bilstm": {"dev": 44.2, "test": None, "params_m": 15.4},           # [S] [Z] W=2, D=2
+    },
+    "sst2": {
+        "teacher": {"dev": 91.5, "test": 93.1, "params_m": 340.0},          # [T] [Z]
+        "bert_student": {"dev": 89.3, "test": None, "params_m": 2.4},      # [S] [Z]
+        "bilstm": {"dev": 91.2, "test": None, "params_m": 2.4},            # [S] [Z]
+    },
+    "sara": {
+        "teacher": {"dev": 87.5, "test": 88.3, "params_m": 340.0},          # [T] [Z]
+        "bert_student": {"dev": 87.1, "test": None, "params_m": 2.4},      # [S] [Z]
+        "bilstm": {"dev": 86.5, "test": None, "params_m": 2.4},            # [S] [Z]
+    },
 }
+THESIS_MODEL_ALIASES = {"bert": "bert_student", "bert_s": "bert_student", "bilstm_student": "bilstm"}
+"""Names kdnb may record a model under → the key of :data:`THESIS_REFERENCE`."""
+
+# Runtimes of the thesis' steps on one GPU (GTX TITAN X / RTX 2080 Ti; augmentation sampling
+# and logits on 4 GPUs), from Table "The runtimes for all steps of knowledge distillation with
+# augmented transfer datasets" (tab:runtimes, latex/s1513472-minf2.tex, commit 23aee786...).
+THESIS_RUNTIMES: dict[str, dict[str, str]] = {
+    "teacher fine-tuning": {"cola": "~30 min", "sst2": "~4 h", "sara": "~55 min"},
+    "GPT-2 fine-tuning": {"cola": "3 min", "sst2": "31 min", "sara": "1 min"},
+    "augmentation (GPT-2 sampling)": {"cola": "17 h", "sst2": "15 h", "sara": "4 h"},
+    "teacher logits": {"cola": "~1 h", "sst2": "~8 h", "sara": "~2 h"},
+    "BiLSTM student training": {"cola": "~5 h", "sst2": "~8 h", "sara": "~6 h"},
+    "BERT student training": {"cola": "~15 h", "sst2": "~26 h", "sara": "~22 h"},
+}
+
+
+def thesis_reference(task: str, model: str) -> dict[str, Optional[float]]:
+    """The thesis' numbers for ``model`` on ``task`` (``{}`` where it reports none); student
+    names such as ``bilstm_kl`` or ``bert`` are matched by their prefix or alias."""
+    ref = THESIS_REFERENCE.get(task, {})
+    key = THESIS_MODEL_ALIASES.get(model, model)
+    if key in ref:
+        return ref[key]
+    for prefix in ("bilstm", "bert"):
+        if key.startswith(prefix):
+            return ref.get("bert_student" if prefix == "bert" else prefix, {})
+    return {}
 
 
 def metrics_path(cfg: Config) -> Path:
@@ -69,10 +124,9 @@ def results_table(cfg: Config) -> pd.DataFrame:
     """One row per model: parameters, dev and test score (in %), retention (in %), and the
     thesis' reference numbers where it reports that model."""
     m = load_metrics(cfg)
-    ref = THESIS_REFERENCE.get(cfg.task, {})
     rows = []
     for name, e in m["models"].items():
-        r = ref.get(name, {})
+        r = thesis_reference(cfg.task, name)
         rows.append({
             "model": name,
             "parameters (M)": round(e["n_params"] / 1e6, 2),
@@ -81,6 +135,7 @@ def results_table(cfg: Config) -> pd.DataFrame:
             "retention (%)": _pct(e.get("retention")),
             "thesis dev (%)": r.get("dev"),
             "thesis test (%)": r.get("test"),
+            "thesis parameters (M)": r.get("params_m"),
         })
     return pd.DataFrame(rows)
 
@@ -104,3 +159,190 @@ def save_figure(cfg: Config, fig, name: str) -> Path:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=path.suffix[1:], dpi=150, bbox_inches="tight")
     return png
+
+
+def thesis_table(task: str) -> pd.DataFrame:
+    """The thesis' final numbers for ``task`` (:data:`THESIS_REFERENCE`): one row per model with
+    dev and test score (%) and size (M parameters; students: non-embedding)."""
+    rows = [{"model": name, "thesis dev (%)": r.get("dev"), "thesis test (%)": r.get("test"),
+             "thesis parameters (M)": r.get("params_m")} for name, r in THESIS_REFERENCE.get(task, {}).items()]
+    return pd.DataFrame(rows, columns=["model", "thesis dev (%)", "thesis test (%)", "thesis parameters (M)"])
+
+
+# ---- runtimes -------------------------------------------------------------------------------------
+
+def _stage_row(stage: str) -> str:
+    """Map a recorded stage name onto a row of :data:`THESIS_RUNTIMES` (or keep it)."""
+    s = stage.lower()
+    if s.startswith("notebook ") or "ablation" in s or "probing" in s:
+        return stage
+    if "rules" in s:
+        return "augmentation (rules, Tang et al. 2019)"
+    if "teacher" in s and ("fine" in s or "tun" in s):
+        return "teacher fine-tuning"
+    if "logit" in s:
+        return "teacher logits"
+    if "gpt" in s and ("fine" in s or "tun" in s) and "sampl" not in s and "augment" not in s:
+        return "GPT-2 fine-tuning"
+    if "augment" in s or "sampl" in s or "gpt" in s:
+        return "augmentation (GPT-2 sampling)"
+    if s.startswith("bilstm") or "lstm" in s:
+        return "BiLSTM student training"
+    if s.startswith("bert"):
+        return "BERT student training"
+    return stage
+
+
+def runtimes_table(cfg: Config) -> pd.DataFrame:
+    """Wall time of each stage of this run (from ``metrics.json``, recorded by the notebooks)
+    beside the thesis' runtimes (:data:`THESIS_RUNTIMES`; full scale on GPUs).
+
+    kdnb's ``augment_gpt2`` stage (GPT-2 fine-tuning and sampling together) is shown on the
+    thesis' sampling row, whose fine-tuning row then stays empty.
+
+    Returns:
+        Columns ``stage``, ``recorded as``, ``seconds``, ``minutes`` and ``thesis (GPU)``: the
+        thesis' steps first (``seconds`` empty where this run has no such stage), then this
+        run's other stages, then the per-notebook totals.
+    """
+    stages = load_metrics(cfg)["stages_seconds"]
+    ours: dict[str, list[tuple[str, float]]] = {}
+    for name, sec in stages.items():
+        ours.setdefault(_stage_row(name), []).append((name, float(sec)))
+    rows = []
+    for row in [*THESIS_RUNTIMES, *(r for r in ours if r not in THESIS_RUNTIMES and not r.startswith("notebook ")),
+                *sorted(r for r in ours if r.startswith("notebook "))]:
+        got = ours.get(row, [])
+        sec = sum(s for _, s in got) if got else None
+        rows.append({"stage": row, "recorded as": ", ".join(n for n, _ in got) or None,
+                     "seconds": None if sec is None else round(sec, 1),
+                     "minutes": None if sec is None else round(sec / 60, 2),
+                     "thesis (GPU)": THESIS_RUNTIMES.get(row, {}).get(cfg.task)})
+    return pd.DataFrame(rows)
+
+
+# ---- the HTML report ------------------------------------------------------------------------------
+
+REPORT_TABLES = (("results", "Results (scores in %; retention = student dev / teacher dev; thesis beside ours)"),
+                 ("efficiency", "Efficiency (inference time per example, speed-ups, parameters)"),
+                 ("runtimes", "Runtimes of the stages"))
+
+
+def write_html_report(cfg: Config, path: Optional[Path] = None) -> Path:
+    """Write ``<out>/report.html``: the executed notebooks of ``<out>/notebooks/`` in order, as
+    one page readable without Jupyter.
+
+    The page opens with the tables ``results``, ``efficiency`` and ``runtimes`` (the CSVs
+    under ``<out>/`` that notebook 06 writes, where present); then each notebook follows with
+    its text and outputs. Code is folded (a closed "code" box above each output), the
+    ``parameters`` cells and stderr output (progress bars, warnings) are left out, and figures
+    are embedded: an output that is the path of a saved ``.png`` figure is replaced by the
+    image itself (base64), so the file stands alone; figures of the run (``<figures>/<task>_*.png``)
+    that no cell showed are appended at the end.
+
+    Returns:
+        The path written (atomically).
+
+    Raises:
+        StageInputError: no executed notebook under ``<out>/notebooks/`` (run ``make report``).
+    """
+    import base64
+    import html
+    import re
+
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    from .errors import StageInputError
+
+    nb_dir = cfg.out / "notebooks"
+    nbs = sorted(nb_dir.glob("[0-9][0-9]_*.ipynb"))
+    if not nbs:
+        raise StageInputError(f"{nb_dir}: no executed notebooks; run `make report TASK={cfg.task}` first.")
+    path = Path(path) if path is not None else cfg.out / "report.html"
+    md, new_code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
+    spec = task_spec(cfg.task)
+    cells = [md(f"# kdnb report: {cfg.task} ({cfg.profile} profile)\n\n"
+                f"Knowledge distillation from a fine-tuned BERT teacher into small students, after "
+                f"Sučík (2020). Metric: {spec.metric_label}. Teacher: `{cfg.teacher.model_name_or_path}`. "
+                f"The tables come first; the executed notebooks follow, code folded.")]
+    for name, title in REPORT_TABLES:
+        csv = cfg.out / f"{name}.csv"
+        if csv.is_file():
+            df = pd.read_csv(csv)
+            cells.append(md(f"## {title}"))
+            cells.append(_html_output_cell(df.to_html(index=False, na_rep="–", float_format=lambda v: f"{v:.4g}",
+                                                      border=0, classes="dataframe")))
+    embedded: set[str] = set()
+    png_path = re.compile(r"""^(?:\w*Path)?\(?['"]?([^'"()]+\.png)['"]?\)?$""")
+    for nb_path in nbs:
+        nb = nbformat.read(nb_path, as_version=4)
+        cells.append(md(f"---\n\n# Notebook `{nb_path.stem}`"))
+        for cell in nb.cells:
+            tags = cell.get("metadata", {}).get("tags", [])
+            if "parameters" in tags or "injected-parameters" in tags:
+                continue
+            if cell.cell_type == "markdown":
+                cells.append(md(cell.source))
+                continue
+            if cell.cell_type != "code":
+                continue
+            src = "\n".join(l for l in cell.source.splitlines() if not l.startswith("# NBVAL"))
+            if src.strip():
+                cells.append(md(f"<details><summary>code</summary><pre><code>{html.escape(src)}</code></pre>"
+                                "</details>"))
+            outputs = []
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                    continue
+                text = out.get("data", {}).get("text/plain", "") if "data" in out else ""
+                m = png_path.match(text.strip()) if text else None
+                if m:
+                    png = _find_figure(cfg, Path(m.group(1)))
+                    if png is not None:
+                        embedded.add(png.name)
+                        outputs.append(nbformat.v4.new_output(
+                            "display_data", data={"image/png": base64.b64encode(png.read_bytes()).decode(),
+                                                  "text/plain": png.name}))
+                        continue
+                outputs.append(out)
+            if outputs:
+                c = new_code("")
+                c.outputs = outputs
+                cells.append(c)
+    others = [png for png in sorted(cfg.figures.glob(f"{cfg.task}_*.png")) if png.name not in embedded]
+    if others:  # saved but not shown as a cell's output (e.g. inside an `if`)
+        cells.append(md("---\n\n# Other figures of this run"))
+        for png in others:
+            cells.append(md(f"`{png.name}`"))
+            c = new_code("")
+            c.outputs = [nbformat.v4.new_output("display_data", data={
+                "image/png": base64.b64encode(png.read_bytes()).decode(), "text/plain": png.name})]
+            cells.append(c)
+    combined = nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3",
+                                                                              "display_name": "Python 3"}})
+    exporter = HTMLExporter(template_name="lab")
+    exporter.exclude_input = True
+    exporter.exclude_input_prompt = True
+    exporter.exclude_output_prompt = True
+    body, _ = exporter.from_notebook_node(combined)
+    with atomic_path(path) as tmp:
+        tmp.write_text(body, encoding="utf-8")
+    return path
+
+
+def _html_output_cell(html_text: str):
+    import nbformat
+
+    c = nbformat.v4.new_code_cell("")
+    c.outputs = [nbformat.v4.new_output("display_data", data={"text/html": html_text, "text/plain": ""})]
+    return c
+
+
+def _find_figure(cfg: Config, png: Path) -> Optional[Path]:
+    """The saved figure ``png`` (as printed by a notebook), or the file of that name in this
+    run's figures directory (the notebook may have run on another machine)."""
+    for cand in (png, cfg.figures / png.name):
+        if cand.is_file():
+            return cand
+    return None

@@ -11,14 +11,17 @@
 # %% [markdown]
 # # 06 · Analysis
 #
-# The results table (ours beside the thesis' numbers, Sučík 2020), stage runtimes and the
-# learning curves, written to `outputs/<task>/` and `thesis_figures/`.
+# The results table (ours beside the thesis' numbers, Sučík 2020), stage runtimes, the
+# learning curves, the analysis of the models' dev predictions (`kdnb.analysis`), the
+# efficiency benchmark (`kdnb.bench`) and, when `analysis.optuna_trials` > 0, a hyperparameter
+# exploration of the BiLSTM student; tables go to `outputs/<task>/`, figures to `thesis_figures/`.
 
 # %% tags=["parameters"]
 task = "cola"
 profile = "smoke"
 data_dir = None  # None: the data_dir of params/<task>.yaml
 force = False
+overrides = {}  # dotted keys to values; make report ARGS="--set teacher.epochs=1" fills it
 
 # %%
 import pandas as pd
@@ -27,7 +30,7 @@ from kdnb import figures, report
 from kdnb.config import load_config
 from kdnb.data import task_spec
 
-cfg = load_config(task, profile, data_dir=data_dir)
+cfg = load_config(task, profile, data_dir=data_dir, overrides=overrides)
 metrics = report.load_metrics(cfg)
 metric = task_spec(task).metric_label
 
@@ -41,10 +44,20 @@ report.save_table(cfg, results, "results")
 print(results.to_string(index=False))
 
 # %% [markdown]
-# ## Runtimes of the stages (seconds, this machine)
+# The thesis' final numbers (Sučík 2020; sources cited in `kdnb.report.THESIS_REFERENCE`): its
+# teacher is BERT-large (340M parameters), its students are sized in trainable non-embedding
+# parameters; on CoLA its best students were scaled up (BERT student 76.4M, BiLSTM 15.4M). The
+# thesis draft gives no test scores for the students.
 
 # %%
-runtimes = pd.DataFrame(sorted(metrics["stages_seconds"].items()), columns=["stage", "seconds"])
+# NBVAL_CHECK_OUTPUT
+print(report.thesis_table(cfg.task).to_string(index=False))
+
+# %% [markdown]
+# ## Runtimes of the stages (this machine, beside the thesis' GPU runtimes at full scale)
+
+# %%
+runtimes = report.runtimes_table(cfg)
 report.save_table(cfg, runtimes, "runtimes")
 runtimes
 
@@ -61,3 +74,129 @@ students = {p.parent.name: pd.read_csv(p) for p in sorted((cfg.out / "students")
 if students:
     fig = figures.plot_learning_curves(students, metric, cfg.task)
     report.save_figure(cfg, fig, "student_learning_curves")
+
+# %% [markdown]
+# ## Prediction analysis (dev set)
+#
+# As in the thesis' analysis of the models' predictions: each model's *confidence* on an
+# example is its softmax maximum. We compare the confidences of every pair of models
+# (Pearson's r), the average confidence on correct and incorrect predictions, how much the
+# models' mistakes and hits overlap, and which true classes the mistakes fall in.
+
+# %%
+from kdnb import analysis
+
+preds = analysis.load_predictions(cfg)
+names = analysis.label_names(cfg)
+conf = analysis.confidences(preds)
+corr = analysis.confidence_correlation(conf)
+by_outcome = analysis.confidence_by_outcome(conf)
+overlap = analysis.overlap_matrix(preds, "mistakes", "jaccard")
+overlap_counts = analysis.overlap_matrix(preds, "mistakes", "count")
+hits = analysis.overlap_matrix(preds, "hits", "jaccard")
+mistakes = analysis.mistake_classes(preds, names)
+report.save_table(cfg, corr.reset_index(), "confidence_correlation")
+report.save_table(cfg, by_outcome, "confidence_by_outcome")
+report.save_table(cfg, overlap_counts.reset_index(), "mistakes_overlap")
+report.save_table(cfg, mistakes, "mistake_classes")
+print(f"models: {', '.join(preds)}; {len(next(iter(preds.values())))} dev examples, {len(names)} classes")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("Pearson's r of the confidences:")
+print(corr.round(2).to_string())
+print("\nconfidence on correct / incorrect predictions (mean, std):")
+print(by_outcome.round(2).to_string(index=False))
+print("\nshared mistakes (counts; diagonal: the model's own mistakes):")
+print(overlap_counts.astype(int).to_string())
+
+# %%
+fig = figures.plot_confidence_correlation(corr, cfg.task)
+report.save_figure(cfg, fig, "confidence_correlation")
+
+# %%
+fig = figures.plot_average_confidence(by_outcome, cfg.task)
+report.save_figure(cfg, fig, "average_confidence")
+
+# %%
+fig = figures.plot_overlap(overlap, cfg.task, "mistakes")
+report.save_figure(cfg, fig, "mistakes_overlap")
+
+# %%
+fig = figures.plot_overlap(hits, cfg.task, "hits")
+report.save_figure(cfg, fig, "hits_overlap")
+
+# %% [markdown]
+# Class distribution of the mistakes (by true class; on Sara the 57 intents) and each model's
+# most frequent confusions.
+
+# %%
+fig = figures.plot_mistake_classes(mistakes, cfg.task)
+report.save_figure(cfg, fig, "mistake_classes")
+
+# %%
+analysis.confusions(preds, names, top=5 if len(names) > 2 else 2)
+
+# %% [markdown]
+# ## Efficiency: parameters and inference time per example
+#
+# All models timed in this process on the same sentences (CoLA dev by default), batch
+# `analysis.bench_batch_size`, with the PyTorch thread count shown: inputs padded to 64 tokens,
+# and at their real lengths. BERT-large is built from its config with random weights and the
+# thesis-size BERT student too (unless a trained BERT student exists) — timing only, never
+# scored. int8 rows are PyTorch dynamic quantisation of the students, scored on the dev set.
+# Speed-ups are per-example time ratios on the same device: against BERT-large with the same
+# input, against BERT-large padded to 64 tokens (so a student's gain from real lengths counts),
+# and against the teacher.
+
+# %%
+from kdnb import bench
+from kdnb.utils import read_json
+
+if cfg.analysis.bench:
+    efficiency = bench.efficiency_table(cfg, force=force)
+    machine = read_json(cfg.out / "efficiency.json")["machine"]
+    print(f"CPU: {machine['cpu']}; torch threads: {machine['torch_threads']} of {machine['cores_usable']} cores; "
+          f"GPU: {machine['gpu']}")
+    for line in bench.headline(efficiency):
+        print(line)
+    display_table = bench.summary_table(efficiency)
+else:
+    display_table = pd.DataFrame()
+display_table
+
+# %%
+speed_png = None
+if cfg.analysis.bench:
+    speed_png = report.save_figure(cfg, figures.plot_speed(efficiency, cfg.task), "inference_speed")
+speed_png
+
+# %% [markdown]
+# ## Hyperparameter exploration of the BiLSTM student (optuna)
+#
+# Learning rate, batch size, embedding type and mode, and width (the thesis' size maps),
+# each trial distilled for `analysis.optuna_epochs` epochs; the study lives in
+# `outputs/<task>/optuna.db` and resumes where it stopped.
+
+# %%
+if cfg.analysis.optuna_trials > 0:
+    from kdnb.augment import load_transfer_set
+    from kdnb.data import load_task
+
+    transfer = load_transfer_set(cfg)  # the transfer set of notebook 04 (augment.transfer_set)
+    study = analysis.explore_bilstm(cfg, transfer, load_task(cfg.task, cfg.data_path))
+    trials = analysis.study_table(study)
+    report.save_table(cfg, trials, "optuna_trials")
+else:
+    trials = pd.DataFrame()
+trials
+
+# %%
+size_map_png = None
+if len(trials):
+    trials["embedding"] = trials["embedding"] + ", " + trials["embedding_mode"]
+    trials["best dev (%)"] = 100 * trials["best dev"]
+    fig = figures.plot_size_map(trials, "width", "embedding", "best dev (%)", cfg.task,
+                                f"best dev {metric} by BiLSTM width and embedding")
+    size_map_png = report.save_figure(cfg, fig, "bilstm_size_map")
+size_map_png

@@ -1,0 +1,336 @@
+"""Prediction analysis of the teacher and the students (Sučík 2020, ch. "Analysing the models",
+section on prediction analysis).
+
+Everything here starts from the ``dev_predictions.csv`` files that notebooks 03/04 save, one
+per model: ``<out>/teacher/dev_predictions.csv`` and ``<out>/students/<name>/dev_predictions.csv``,
+with columns ``idx, label, prediction, logit_0 .. logit_{C-1}``. From them:
+
+* :func:`confidences` — each model's confidence on each example, the softmax maximum
+  ``max_c softmax(z)_c`` of its logits ``z`` (in [1/C, 1]);
+* :func:`confidence_correlation` — Pearson's r between the confidences of every pair of models
+  (the thesis finds them only weakly correlated on CoLA and SST-2, more on Sara);
+* :func:`confidence_by_outcome` — mean ± std of the confidence on correct and on incorrect
+  predictions;
+* :func:`overlap_matrix` — how much two models' mistakes (or hits) coincide;
+* :func:`mistake_classes` — the true class of each model's mistakes (the 57 intent names on Sara).
+"""
+
+from __future__ import annotations
+
+from itertools import product
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .config import Config
+from .data import _label_names, task_spec
+from .errors import DataError, StageInputError
+
+PREDICTION_COLUMNS = ("idx", "label", "prediction")
+
+
+def prediction_files(cfg: Config, split: str = "dev") -> dict[str, Path]:
+    """``{model name: path}`` of the saved ``<split>_predictions.csv`` files: ``teacher`` first,
+    then every student under ``<out>/students/<name>/`` in alphabetical order."""
+    files = {}
+    teacher = cfg.out / "teacher" / f"{split}_predictions.csv"
+    if teacher.is_file():
+        files["teacher"] = teacher
+    for path in sorted((cfg.out / "students").glob(f"*/{split}_predictions.csv")):
+        files[path.parent.name] = path
+    return files
+
+
+def read_predictions(path: Path) -> pd.DataFrame:
+    """Read one predictions CSV and check it.
+
+    Returns:
+        The rows sorted by ``idx``, with ``idx``, ``label``, ``prediction`` (ints) and the
+        ``C`` columns ``logit_0 .. logit_{C-1}`` (floats).
+
+    Raises:
+        DataError: missing columns, no logit column, non-numeric values, duplicate ``idx``,
+            or a ``prediction`` that is not the arg-max of its logits (file and 1-based line named).
+    """
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not a readable CSV file ({e}).") from None
+    missing = [c for c in PREDICTION_COLUMNS if c not in df.columns]
+    logit_cols = [c for c in df.columns if c.startswith("logit_")]
+    if missing or not logit_cols:
+        raise DataError(f"{path}: expected columns idx, label, prediction, logit_0.., got {list(df.columns)}.")
+    expected = [f"logit_{c}" for c in range(len(logit_cols))]
+    if logit_cols != expected:
+        raise DataError(f"{path}: logit columns must be {', '.join(expected)}; got {', '.join(logit_cols)}.")
+    for col in (*PREDICTION_COLUMNS, *logit_cols):
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = np.flatnonzero(values.isna().to_numpy())
+        if len(bad):
+            raise DataError(f"{path}, line {bad[0] + 2}: column {col!r} is not a number: {df[col].iloc[bad[0]]!r}.")
+        df[col] = values
+    df[list(PREDICTION_COLUMNS)] = df[list(PREDICTION_COLUMNS)].astype(int)
+    dup = np.flatnonzero(df["idx"].duplicated().to_numpy())
+    if len(dup):
+        raise DataError(f"{path}, line {dup[0] + 2}: duplicate idx {df['idx'].iloc[dup[0]]}.")
+    argmax = df[logit_cols].to_numpy().argmax(axis=1)
+    wrong = np.flatnonzero(argmax != df["prediction"].to_numpy())
+    if len(wrong):
+        i = wrong[0]
+        raise DataError(f"{path}, line {i + 2}: prediction {df['prediction'].iloc[i]} is not the arg-max "
+                        f"({argmax[i]}) of the logits.")
+    return df.sort_values("idx").reset_index(drop=True)
+
+
+def load_predictions(cfg: Config, split: str = "dev",
+                     models: Optional[Sequence[str]] = None) -> dict[str, pd.DataFrame]:
+    """The saved predictions of every model (see :func:`prediction_files`), checked to cover
+    the same examples with the same labels.
+
+    Args:
+        models: keep only these names (in this order); default all, teacher first.
+
+    Raises:
+        StageInputError: no teacher predictions (run notebook 03 first) or a named model has none.
+        DataError: a malformed file, or two files that disagree on the example ids, the labels
+            or the number of classes.
+    """
+    files = prediction_files(cfg, split)
+    if "teacher" not in files:
+        raise StageInputError(f"{cfg.out / 'teacher' / f'{split}_predictions.csv'}: no teacher predictions; "
+                              "run notebooks/03_teacher first.")
+    if models is not None:
+        absent = [m for m in models if m not in files]
+        if absent:
+            raise StageInputError(f"no {split} predictions for {', '.join(absent)} under {cfg.out}; "
+                                  f"found {', '.join(files)}.")
+        files = {m: files[m] for m in models}
+    preds = {name: read_predictions(path) for name, path in files.items()}
+    ref_name, ref = next(iter(preds.items()))
+    for name, df in preds.items():
+        if len(df) != len(ref) or not (df["idx"].to_numpy() == ref["idx"].to_numpy()).all():
+            raise DataError(f"{files[name]}: its idx values differ from those of {files[ref_name]} "
+                            "(the models were evaluated on different examples).")
+        if not (df["label"].to_numpy() == ref["label"].to_numpy()).all():
+            raise DataError(f"{files[name]}: its labels differ from those of {files[ref_name]}.")
+        if n_classes(df) != n_classes(ref):
+            raise DataError(f"{files[name]}: {n_classes(df)} logit columns, but {files[ref_name]} "
+                            f"has {n_classes(ref)}.")
+    return preds
+
+
+def n_classes(df: pd.DataFrame) -> int:
+    return sum(c.startswith("logit_") for c in df.columns)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``(N, C)`` logits (numerically stable)."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def confidences(preds: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Long table, one row per model × example: ``model, idx, label, prediction, correct,
+    confidence`` where confidence = max softmax probability of the model's logits."""
+    rows = []
+    for name, df in preds.items():
+        probs = softmax(df[[f"logit_{c}" for c in range(n_classes(df))]].to_numpy())
+        rows.append(pd.DataFrame({
+            "model": name, "idx": df["idx"], "label": df["label"], "prediction": df["prediction"],
+            "correct": df["label"].to_numpy() == df["prediction"].to_numpy(), "confidence": probs.max(axis=1),
+        }))
+    return pd.concat(rows, ignore_index=True)
+
+
+def confidence_correlation(conf: pd.DataFrame) -> pd.DataFrame:
+    """Pearson's r between the confidences of every pair of models: a symmetric
+    ``models × models`` frame with 1 on the diagonal (NaN where a model's confidence is constant)."""
+    wide = conf.pivot(index="idx", columns="model", values="confidence")
+    order = list(dict.fromkeys(conf["model"]))
+    return wide[order].corr(method="pearson")
+
+
+def confidence_by_outcome(conf: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation of the confidence per model on its correct and its incorrect
+    predictions: columns ``model, outcome (correct|incorrect), n, mean, std``."""
+    order = list(dict.fromkeys(conf["model"]))
+    rows = []
+    for name in order:
+        sub = conf[conf["model"] == name]
+        for outcome, mask in (("correct", sub["correct"]), ("incorrect", ~sub["correct"])):
+            c = sub.loc[mask, "confidence"]
+            rows.append({"model": name, "outcome": outcome, "n": int(len(c)),
+                         "mean": float(c.mean()) if len(c) else np.nan,
+                         "std": float(c.std(ddof=0)) if len(c) else np.nan})
+    return pd.DataFrame(rows)
+
+
+def overlap_matrix(preds: dict[str, pd.DataFrame], kind: str = "mistakes", measure: str = "jaccard") -> pd.DataFrame:
+    """How much the mistakes (or hits) of two models coincide, for every pair of models.
+
+    With ``M_a`` the set of examples model ``a`` gets wrong (``kind="mistakes"``) or right
+    (``kind="hits"``), entry ``(a, b)`` is
+
+    * ``measure="jaccard"``: ``|M_a ∩ M_b| / |M_a ∪ M_b|`` (symmetric; 1 on the diagonal);
+    * ``measure="count"``: ``|M_a ∩ M_b|`` (the diagonal holds ``|M_a|``);
+    * ``measure="share"``: ``|M_a ∩ M_b| / |M_a|`` — the share of ``a``'s mistakes that ``b``
+      makes too (row-normalised, not symmetric).
+
+    Raises:
+        ValueError: unknown ``kind`` or ``measure``.
+    """
+    if kind not in ("mistakes", "hits"):
+        raise ValueError(f"kind must be 'mistakes' or 'hits', got {kind!r}")
+    if measure not in ("jaccard", "count", "share"):
+        raise ValueError(f"measure must be 'jaccard', 'count' or 'share', got {measure!r}")
+    sets = {}
+    for name, df in preds.items():
+        wrong = df["label"].to_numpy() != df["prediction"].to_numpy()
+        sets[name] = wrong if kind == "mistakes" else ~wrong
+    names = list(sets)
+    out = pd.DataFrame(index=pd.Index(names, name=kind), columns=pd.Index(names, name="model"), dtype=float)
+    for a, b in product(names, names):
+        inter = float(np.sum(sets[a] & sets[b]))
+        if measure == "count":
+            out.loc[a, b] = inter
+        elif measure == "share":
+            out.loc[a, b] = inter / sets[a].sum() if sets[a].sum() else np.nan
+        else:
+            union = float(np.sum(sets[a] | sets[b]))
+            out.loc[a, b] = inter / union if union else np.nan
+    return out
+
+
+def label_names(cfg: Config) -> tuple[str, ...]:
+    """The task's class names (Sara: the 57 intent names of ``int_to_intent.tsv``).
+
+    Raises:
+        DataError: the label-names file is missing or malformed.
+    """
+    spec = task_spec(cfg.task)
+    return _label_names(spec, Path(cfg.data_path) / spec.folder)
+
+
+def mistake_classes(preds: dict[str, pd.DataFrame], names: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """Class distribution of each model's mistakes, by true class.
+
+    Returns:
+        One row per model × true class with ``model, label, mistakes, share`` (of the model's
+        mistakes that fall in this class), ``support`` (examples of the class) and
+        ``error_rate`` (mistakes / support). Classes with no example are left out.
+    """
+    rows = []
+    for name, df in preds.items():
+        wrong = df["label"] != df["prediction"]
+        total = int(wrong.sum())
+        support = df["label"].value_counts()
+        mist = df.loc[wrong, "label"].value_counts()
+        for lab in sorted(support.index):
+            m = int(mist.get(lab, 0))
+            rows.append({"model": name, "label": names[lab] if names is not None else str(lab),
+                         "mistakes": m, "share": m / total if total else 0.0,
+                         "support": int(support[lab]), "error_rate": m / int(support[lab])})
+    return pd.DataFrame(rows)
+
+
+def confusions(preds: dict[str, pd.DataFrame], names: Optional[Sequence[str]] = None, top: int = 10) -> pd.DataFrame:
+    """The ``top`` most frequent (true → predicted) confusions of each model:
+    ``model, label, predicted, count``."""
+    rows = []
+    for name, df in preds.items():
+        wrong = df[df["label"] != df["prediction"]]
+        counts = wrong.groupby(["label", "prediction"]).size().sort_values(ascending=False).head(top)
+        for (lab, pred), n in counts.items():
+            rows.append({"model": name, "label": names[lab] if names is not None else str(lab),
+                         "predicted": names[pred] if names is not None else str(pred), "count": int(n)})
+    return pd.DataFrame(rows, columns=["model", "label", "predicted", "count"])
+
+
+# ---- hyperparameter exploration (optuna) ----------------------------------------------------------
+
+WIDTHS = (0.25, 0.5, 1.0, 2.0)
+"""Width scalings W of the BiLSTM (hidden = 300·W, fc = 400·W), as in the thesis' size maps."""
+
+
+def study_path(cfg: Config) -> Path:
+    """The SQLite file of the optuna study: ``<out>/optuna.db``."""
+    return cfg.out / "optuna.db"
+
+
+def explore_bilstm(cfg: Config, transfer, dsd, n_trials: Optional[int] = None, timeout_s: Optional[float] = None):
+    """Explore the BiLSTM student's hyperparameters with optuna (TPE sampler, seed ``cfg.seed``).
+
+    The thesis (Sučík 2020, §"General hyperparameter exploration" and §"Choosing student size")
+    explored learning rate, batch size, embedding type and mode, and student width/depth; this
+    samples, for our one-layer BiLSTM trained with Adadelta as in notebook 04:
+
+    * ``learning_rate`` ∈ [0.05, 2] (log scale), ``batch_size`` ∈ {32, 50, 128, 256};
+    * ``embedding`` ∈ {teacher_wordpiece, random} and ``embedding_mode`` ∈ {non-static, multichannel};
+    * ``width`` W ∈ :data:`WIDTHS` (hidden 300·W, fc 400·W).
+
+    Each trial distils for ``analysis.optuna_epochs`` epochs on ``transfer`` and is scored by its
+    best dev score over the evaluations (the thesis keeps the best checkpoint). Trials are saved
+    under ``<out>/optuna/trial-NNN/`` (without the model weights) and the study in the SQLite
+    file :func:`study_path`, so a killed run resumes: completed trials are kept and only the
+    missing ones (up to ``n_trials`` completed, default ``analysis.optuna_trials``) are run.
+
+    Returns:
+        The ``optuna.Study``.
+    """
+    import dataclasses
+    import logging
+
+    import optuna
+
+    from .students import distill_bilstm
+
+    n_trials = cfg.analysis.optuna_trials if n_trials is None else n_trials
+    timeout_s = cfg.analysis.optuna_timeout_s if timeout_s is None else timeout_s
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(logging.WARNING)
+    study = optuna.create_study(study_name=f"bilstm-{cfg.task}", storage=f"sqlite:///{study_path(cfg)}",
+                                direction="maximize", load_if_exists=True,
+                                sampler=optuna.samplers.TPESampler(seed=cfg.seed))
+
+    def objective(trial: "optuna.Trial") -> float:
+        width = trial.suggest_categorical("width", list(WIDTHS))
+        bc = dataclasses.replace(
+            cfg.bilstm,
+            learning_rate=trial.suggest_float("learning_rate", 0.05, 2.0, log=True),
+            batch_size=trial.suggest_categorical("batch_size", [32, 50, 128, 256]),
+            embedding=trial.suggest_categorical("embedding", ["teacher_wordpiece", "random"]),
+            embedding_mode=trial.suggest_categorical("embedding_mode", ["non-static", "multichannel"]),
+            hidden_size=max(1, round(300 * width)), fc_size=max(1, round(400 * width)),
+            epochs=cfg.analysis.optuna_epochs)
+        tcfg = dataclasses.replace(cfg, bilstm=bc)
+        res = distill_bilstm(tcfg, transfer, dsd, name=f"../optuna/trial-{trial.number:03d}")
+        (cfg.out / "optuna" / f"trial-{trial.number:03d}" / "model.pt").unlink(missing_ok=True)
+        trial.set_user_attr("final_dev", res.dev_score)
+        trial.set_user_attr("n_params", res.n_params)
+        trial.set_user_attr("seconds", res.seconds)
+        return float(res.curve["dev_score"].max())
+
+    done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    if n_trials > done:
+        study.optimize(objective, n_trials=n_trials - done, timeout=timeout_s, gc_after_trial=True)
+    return study
+
+
+def study_table(study) -> pd.DataFrame:
+    """The completed trials of an optuna study: ``trial``, the sampled parameters, ``best dev``
+    (the objective, as a fraction), ``parameters (M)`` and ``seconds``; best first."""
+    import optuna
+
+    rows = []
+    for t in study.trials:
+        if t.state != optuna.trial.TrialState.COMPLETE:
+            continue
+        rows.append({"trial": t.number, **t.params, "best dev": t.value,
+                     "parameters (M)": t.user_attrs.get("n_params", np.nan) / 1e6,
+                     "seconds": t.user_attrs.get("seconds")})
+    df = pd.DataFrame(rows)
+    return df.sort_values("best dev", ascending=False).reset_index(drop=True) if len(df) else df

@@ -1,0 +1,302 @@
+"""kdnb.analysis on small synthetic prediction files, its figures, the runtimes table, the
+thesis reference and the HTML report (kdnb.report)."""
+
+from __future__ import annotations
+
+import base64
+
+import matplotlib
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+
+from kdnb import analysis, figures, report
+from kdnb.config import load_config
+from kdnb.errors import ConfigError, DataError, StageInputError
+
+# a 1x1 PNG
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGA"
+                       "hKmMIQAAAABJRU5ErkJggg==")
+
+
+def write_preds(path, labels, logits):
+    logits = np.asarray(logits, dtype=float)
+    df = pd.DataFrame({"idx": np.arange(len(labels)), "label": labels, "prediction": logits.argmax(1)})
+    for c in range(logits.shape[1]):
+        df[f"logit_{c}"] = logits[:, c]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path, index=False)
+    return df
+
+
+def onehot_logits(pred, n_classes, scale):
+    out = np.zeros((len(pred), n_classes))
+    out[np.arange(len(pred)), pred] = scale
+    return out
+
+
+@pytest.fixture
+def three_models(smoke_cfg):
+    """teacher, bilstm and bert student on 8 examples with known mistakes and confidences."""
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    t_pred = np.array([0, 0, 0, 1, 1, 1, 1, 0])  # mistakes at 3, 7
+    s_pred = np.array([0, 0, 1, 1, 1, 1, 1, 0])  # mistakes at 2, 3, 7
+    b_pred = np.array([1, 0, 0, 0, 1, 1, 1, 1])  # mistake at 0
+    t_scale = np.array([1, 2, 3, 4, 5, 6, 7, 8], dtype=float)
+    write_preds(smoke_cfg.out / "teacher" / "dev_predictions.csv", labels, onehot_logits(t_pred, 2, t_scale))
+    write_preds(smoke_cfg.out / "students" / "bilstm" / "dev_predictions.csv", labels,
+                onehot_logits(s_pred, 2, 2 * t_scale))  # same confidence order as the teacher
+    write_preds(smoke_cfg.out / "students" / "bert" / "dev_predictions.csv", labels,
+                onehot_logits(b_pred, 2, t_scale[::-1]))  # reversed order
+    return smoke_cfg
+
+
+def test_load_predictions_order_and_missing_teacher(three_models, tmp_path):
+    preds = analysis.load_predictions(three_models)
+    assert list(preds) == ["teacher", "bert", "bilstm"]
+    assert list(analysis.load_predictions(three_models, models=["bilstm", "teacher"])) == ["bilstm", "teacher"]
+    with pytest.raises(StageInputError, match="no dev predictions for nope"):
+        analysis.load_predictions(three_models, models=["nope"])
+    empty = load_config("cola", "smoke", overrides={"output_dir": str(tmp_path / "empty")})
+    with pytest.raises(StageInputError, match="03_teacher"):
+        analysis.load_predictions(empty)
+
+
+def test_confidence_is_softmax_max_and_correlations(three_models):
+    preds = analysis.load_predictions(three_models)
+    conf = analysis.confidences(preds)
+    t = conf[conf["model"] == "teacher"].sort_values("idx")
+    # logits (s, 0) → max softmax = 1 / (1 + e^-s)
+    np.testing.assert_allclose(t["confidence"], 1 / (1 + np.exp(-np.arange(1, 9))), rtol=1e-9)
+    assert t["correct"].tolist() == [True, True, True, False, True, True, True, False]
+    corr = analysis.confidence_correlation(conf)
+    assert list(corr.columns) == ["teacher", "bert", "bilstm"]
+    np.testing.assert_allclose(np.diag(corr), 1.0)
+    assert corr.loc["teacher", "bilstm"] > 0.9  # same ordering of confidences
+    sig = 1 / (1 + np.exp(-np.arange(1.0, 9.0)))
+    assert corr.loc["teacher", "bert"] == pytest.approx(np.corrcoef(sig, sig[::-1])[0, 1])  # reversed order
+    assert corr.loc["teacher", "bert"] < 0
+    assert corr.loc["bert", "teacher"] == pytest.approx(corr.loc["teacher", "bert"])
+
+
+def test_confidence_by_outcome(three_models):
+    conf = analysis.confidences(analysis.load_predictions(three_models))
+    stats = analysis.confidence_by_outcome(conf).set_index(["model", "outcome"])
+    wrong = 1 / (1 + np.exp(-np.array([4.0, 8.0])))
+    assert stats.loc[("teacher", "incorrect"), "n"] == 2
+    assert stats.loc[("teacher", "correct"), "n"] == 6
+    assert stats.loc[("teacher", "incorrect"), "mean"] == pytest.approx(wrong.mean())
+    assert stats.loc[("teacher", "incorrect"), "std"] == pytest.approx(wrong.std())
+
+
+def test_overlap_of_mistakes_and_hits(three_models):
+    preds = analysis.load_predictions(three_models)
+    counts = analysis.overlap_matrix(preds, "mistakes", "count")
+    assert counts.loc["teacher", "teacher"] == 2 and counts.loc["bilstm", "bilstm"] == 3
+    assert counts.loc["teacher", "bilstm"] == 2 and counts.loc["teacher", "bert"] == 0
+    jac = analysis.overlap_matrix(preds, "mistakes", "jaccard")
+    assert jac.loc["teacher", "bilstm"] == pytest.approx(2 / 3)
+    assert jac.loc["bert", "teacher"] == 0.0
+    share = analysis.overlap_matrix(preds, "mistakes", "share")
+    assert share.loc["teacher", "bilstm"] == 1.0 and share.loc["bilstm", "teacher"] == pytest.approx(2 / 3)
+    hits = analysis.overlap_matrix(preds, "hits", "count")
+    assert hits.loc["teacher", "bilstm"] == 5  # both right on 0, 1, 4, 5, 6
+    with pytest.raises(ValueError):
+        analysis.overlap_matrix(preds, "errors")
+
+
+def test_mistake_classes_and_confusions(three_models):
+    preds = analysis.load_predictions(three_models)
+    dist = analysis.mistake_classes(preds, ("unacceptable", "acceptable")).set_index(["model", "label"])
+    assert dist.loc[("bilstm", "unacceptable"), "mistakes"] == 2
+    assert dist.loc[("bilstm", "acceptable"), "mistakes"] == 1
+    assert dist.loc[("bilstm", "unacceptable"), "share"] == pytest.approx(2 / 3)
+    assert dist.loc[("bilstm", "unacceptable"), "error_rate"] == pytest.approx(2 / 4)
+    conf = analysis.confusions(preds, ("unacceptable", "acceptable"))
+    top = conf[conf["model"] == "bilstm"].iloc[0]
+    assert (top["label"], top["predicted"], top["count"]) == ("unacceptable", "acceptable", 2)
+
+
+def test_bad_prediction_files(three_models):
+    path = three_models.out / "students" / "bilstm" / "dev_predictions.csv"
+    text = path.read_text().splitlines()
+    path.write_text("\n".join(text[:3] + ["x" + text[3]] + text[4:]) + "\n")
+    with pytest.raises(DataError, match=r"line 4: column 'idx'"):
+        analysis.load_predictions(three_models)
+    df = pd.read_csv(three_models.out / "teacher" / "dev_predictions.csv")
+    df.loc[2, "prediction"] = 1 - df.loc[2, "prediction"]
+    df.to_csv(path, index=False)
+    with pytest.raises(DataError, match="line 4: prediction .* arg-max"):
+        analysis.load_predictions(three_models)
+    df = pd.read_csv(three_models.out / "teacher" / "dev_predictions.csv").iloc[:-1]
+    df.to_csv(path, index=False)
+    with pytest.raises(DataError, match="idx values differ"):
+        analysis.load_predictions(three_models)
+
+
+def test_sara_intents_in_mistake_figure(tmp_path):
+    cfg = load_config("sara", "smoke", overrides={"output_dir": str(tmp_path / "out"),
+                                                   "figures_dir": str(tmp_path / "fig")})
+    names = analysis.label_names(cfg)
+    assert len(names) == 57 and "enter_data" in names
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 57, 200)
+    for where in ("teacher", "students/bilstm"):
+        pred = np.where(rng.random(200) < 0.8, labels, rng.integers(0, 57, 200))
+        write_preds(cfg.out / where / "dev_predictions.csv", labels, onehot_logits(pred, 57, 3.0))
+    preds = analysis.load_predictions(cfg)
+    dist = analysis.mistake_classes(preds, names)
+    assert set(dist["label"]) <= set(names)
+    assert dist.groupby("model")["share"].sum().round(6).tolist() == [1.0, 1.0]
+    fig = figures.plot_mistake_classes(dist, cfg.task)
+    ticks = {t.get_text() for t in fig.axes[0].get_yticklabels()}
+    assert ticks == set(dist["label"])
+    assert fig.axes[0].get_xlabel() == "share of the model's mistakes"
+    png = report.save_figure(cfg, fig, "mistake_classes")
+    assert png.name == "sara_mistake_classes.png" and png.with_suffix(".pdf").is_file()
+
+
+def test_analysis_figures(three_models):
+    assert matplotlib.get_backend().lower() == "agg"
+    preds = analysis.load_predictions(three_models)
+    conf = analysis.confidences(preds)
+    fig = figures.plot_confidence_correlation(analysis.confidence_correlation(conf), "cola")
+    assert fig.axes[0].get_title() == "cola: correlation of confidences (dev)"
+    fig = figures.plot_average_confidence(analysis.confidence_by_outcome(conf), "cola")
+    assert len(fig.axes[0].patches) >= 6 and "confidence" in fig.axes[0].get_ylabel()
+    fig = figures.plot_overlap(analysis.overlap_matrix(preds), "cola", "mistakes")
+    assert "mistakes" in fig.axes[0].get_title()
+    df = pd.DataFrame({"width": [0.5, 1, 0.5, 1], "emb": ["a", "a", "b", "b"], "score": [1, 2, 3, 4.0]})
+    fig = figures.plot_size_map(df, "width", "emb", "score", "cola", "map")
+    assert fig.axes[0].get_xlabel() == "width"
+
+
+def test_thesis_reference_and_results_table(smoke_cfg):
+    assert report.thesis_reference("sara", "teacher") == {"dev": 87.5, "test": 88.3, "params_m": 340.0}
+    assert report.thesis_reference("sst2", "bilstm_kl")["dev"] == 91.2
+    assert report.thesis_reference("cola", "bert")["params_m"] == 76.4
+    assert report.thesis_reference("rte", "teacher") == {}
+    for task in ("cola", "sst2", "sara"):
+        t = report.thesis_table(task)
+        assert list(t["model"]) == ["teacher", "bert_student", "bilstm"]
+        assert (t["thesis dev (%)"] <= t.loc[0, "thesis dev (%)"]).all()  # no student beats its teacher
+    report.record_model(smoke_cfg, "teacher", n_params=22_000_000, dev=0.5)
+    report.record_model(smoke_cfg, "bilstm", n_params=2_000_000, dev=0.4)
+    res = report.results_table(smoke_cfg).set_index("model")
+    assert res.loc["bilstm", "thesis dev (%)"] == 44.2 and res.loc["bilstm", "retention (%)"] == 80.0
+
+
+def test_runtimes_table(smoke_cfg):
+    for stage, sec in (("teacher_fine_tuning", 120), ("teacher_logits", 6), ("bilstm_training", 30),
+                       ("bilstm_kl_training", 10), ("notebook 03_teacher", 130), ("data_prep", 1),
+                       ("augment_rules", 3), ("augment_gpt2", 50), ("augmentation_ablation", 70)):
+        report.record_stage(smoke_cfg, stage, sec)
+    rt = report.runtimes_table(smoke_cfg).set_index("stage")
+    assert rt.loc["teacher fine-tuning", "seconds"] == 120
+    assert rt.loc["BiLSTM student training", "seconds"] == 40  # both BiLSTM runs
+    assert rt.loc["BiLSTM student training", "thesis (GPU)"] == "~5 h"
+    assert pd.isna(rt.loc["BERT student training", "seconds"])
+    assert list(rt.index)[-1] == "notebook 03_teacher" and "data_prep" in rt.index
+    assert rt.loc["augmentation (GPT-2 sampling)", "recorded as"] == "augment_gpt2"
+    assert rt.loc["augmentation (rules, Tang et al. 2019)", "seconds"] == 3
+    assert rt.loc["augmentation_ablation", "seconds"] == 70  # not counted as augmentation or training
+
+
+def test_write_html_report(smoke_cfg):
+    with pytest.raises(StageInputError, match="no executed notebooks"):
+        report.write_html_report(smoke_cfg)
+    fig_path = smoke_cfg.figure_path("teacher_learning_curve")
+    fig_path.parent.mkdir(parents=True, exist_ok=True)
+    fig_path.write_bytes(PNG)
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('task = "cola"  # PARAMCELL')
+    params.metadata["tags"] = ["parameters"]
+    code = nbformat.v4.new_code_cell("secret_code_line = 1")
+    code.outputs = [nbformat.v4.new_output("stream", name="stderr", text="PROGRESSBAR 50%"),
+                    nbformat.v4.new_output("stream", name="stdout", text="dev MCC: 42.0 %"),
+                    nbformat.v4.new_output("execute_result", data={"text/plain": f"PosixPath('{fig_path}')"},
+                                           execution_count=1)]
+    nb.cells = [nbformat.v4.new_markdown_cell("# 03 · Teacher"), params, code]
+    (smoke_cfg.out / "notebooks").mkdir(parents=True)
+    nbformat.write(nb, smoke_cfg.out / "notebooks" / "03_teacher.ipynb")
+    nb.cells[0] = nbformat.v4.new_markdown_cell("# 01 · Data")
+    nbformat.write(nb, smoke_cfg.out / "notebooks" / "01_data_prep.ipynb")
+    report.save_table(smoke_cfg, pd.DataFrame({"model": ["teacher"], "dev MCC (%)": [42.0]}), "results")
+
+    path = report.write_html_report(smoke_cfg)
+    html = path.read_text()
+    assert path == smoke_cfg.out / "report.html"
+    i_results, i_01, i_03 = html.index("Results"), html.index("01 · Data"), html.index("03 · Teacher")
+    assert i_results < i_01 < i_03  # tables first, then the notebooks in order
+    assert "dev MCC: 42.0 %" in html
+    assert base64.b64encode(PNG).decode() in html  # the saved figure is embedded
+    assert "PROGRESSBAR" not in html and "PARAMCELL" not in html
+    assert "<details><summary>code</summary>" in html and "secret_code_line" in html  # folded code
+
+
+def test_analysis_config_validation():
+    cfg = load_config("cola", "smoke")
+    assert cfg.analysis.bench_batch_size == 32 and cfg.analysis.bench_bert_large is False
+    assert load_config("cola", "cpu").analysis.bench_batch_size == 256
+    with pytest.raises(ConfigError, match="analysis.bench_repeats"):
+        load_config("cola", "smoke", overrides={"analysis.bench_repeats": 0})
+    with pytest.raises(ConfigError, match="analysis.bench_sentences"):
+        load_config("cola", "smoke", overrides={"analysis.bench_sentences": "sst2"})
+    with pytest.raises(ConfigError, match="unknown key 'analysis.nope'"):
+        load_config("cola", "smoke", overrides={"analysis.nope": 1})
+
+
+def test_html_report_appends_figures_no_cell_showed(smoke_cfg):
+    shown = smoke_cfg.figure_path("shown")
+    hidden = smoke_cfg.figure_path("hidden")
+    shown.parent.mkdir(parents=True, exist_ok=True)
+    shown.write_bytes(PNG)
+    hidden.write_bytes(PNG + b"\0")  # another file content, to tell them apart
+    nb = nbformat.v4.new_notebook()
+    code = nbformat.v4.new_code_cell("x")
+    code.outputs = [nbformat.v4.new_output("execute_result", data={"text/plain": f"PosixPath('{shown}')"},
+                                           execution_count=1)]
+    nb.cells = [code]
+    (smoke_cfg.out / "notebooks").mkdir(parents=True)
+    nbformat.write(nb, smoke_cfg.out / "notebooks" / "06_analysis.ipynb")
+    html = report.write_html_report(smoke_cfg).read_text()
+    assert html.count(base64.b64encode(PNG).decode()) == 1  # shown once, where the cell showed it
+    assert html.count(base64.b64encode(PNG + b"\0").decode()) == 1  # the other one, appended
+    assert html.index("Other figures") < html.index("cola_hidden.png")
+    assert "cola_shown.png" not in html[html.index("Other figures"):]
+
+
+def test_optuna_exploration_is_resumable(tmp_path):
+    import datasets
+    from transformers import AutoModelForSequenceClassification
+
+    from kdnb.data import load_task
+    from kdnb.teacher import load_tokenizer, resolve_model_path
+    from kdnb.utils import write_json
+
+    cfg = load_config("cola", "smoke", overrides={"output_dir": str(tmp_path / "out"), "analysis.optuna_epochs": 1,
+                                                   "bilstm.batch_size": 16})
+    tdir = cfg.out / "teacher" / "model"  # stand-in teacher: the packaged model, untrained head
+    AutoModelForSequenceClassification.from_pretrained(resolve_model_path(cfg.teacher.model_name_or_path),
+                                                       num_labels=2).save_pretrained(tdir)
+    load_tokenizer(cfg).save_pretrained(tdir)
+    write_json(cfg.out / "teacher" / "result.json", {"config_hash": "test"})
+    dsd = load_task("cola", cfg.data_path)
+    dsd["dev"] = dsd["dev"].select(range(64))
+    rng = np.random.default_rng(0)
+    transfer = dsd["train"].select(range(32))
+    transfer = transfer.add_column("teacher_logits", rng.normal(size=(32, 2)).astype("float32").tolist(),
+                                   feature=datasets.Sequence(datasets.Value("float32")))
+
+    study = analysis.explore_bilstm(cfg, transfer, dsd, n_trials=1)
+    assert analysis.study_path(cfg).is_file()
+    assert (cfg.out / "optuna" / "trial-000" / "result.json").is_file()
+    assert not (cfg.out / "optuna" / "trial-000" / "model.pt").exists()
+    assert not (cfg.out / "students" / "bilstm").exists()  # trials stay out of the students' folder
+    assert len(analysis.explore_bilstm(cfg, transfer, dsd, n_trials=1).trials) == 1  # resumed: nothing to do
+    table = analysis.study_table(analysis.explore_bilstm(cfg, transfer, dsd, n_trials=2))  # one more trial
+    assert len(table) == 2 and set(table["trial"]) == {0, 1}
+    assert set(table["width"]) <= set(analysis.WIDTHS)
+    assert table["best dev"].is_monotonic_decreasing
+    assert {"learning_rate", "batch_size", "embedding", "embedding_mode", "parameters (M)"} <= set(table.columns)
