@@ -15,7 +15,7 @@ export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
 PIPELINE_ARGS = --task $(TASK) --profile $(PROFILE) $(if $(FORCE),--force) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(ARGS)
 
-.PHONY: help setup report test test-unit test-notebooks lab notebooks clean
+.PHONY: help setup report probing test lab notebooks clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 report: setup ## run the notebooks for TASK with PROFILE into outputs/<task>/ and thesis_figures/
 	$(PY) -m kdnb.pipeline $(PIPELINE_ARGS)
+
+probing: setup ## only the SentEval probing notebook (05) for TASK, on the saved teacher and students
+	$(PY) -m kdnb.pipeline $(PIPELINE_ARGS) --only 05
 
 test: setup ## unit tests + nbval replay of the stored smoke-profile notebooks
 	$(PY) -m pytest tests
