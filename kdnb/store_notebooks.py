@@ -16,9 +16,21 @@ from .config import load_config
 from .pipeline import NOTEBOOKS_DIR, notebooks
 
 
+QUIET = {  # progress bars and warnings would only bloat the stored outputs
+    "TQDM_DISABLE": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "PYTHONWARNINGS": "ignore",
+    "HF_HUB_OFFLINE": "1",
+}
+
+
 def main() -> int:
+    import os
+
     import papermill as pm
 
+    os.environ.update(QUIET)
     for py in sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.py")):
         subprocess.run([sys.executable, "-m", "jupytext", "--quiet", "--to", "ipynb", "--update", str(py)],
                        check=True)

@@ -21,6 +21,7 @@ task = "cola"
 profile = "smoke"
 data_dir = None  # None: the data_dir of params/<task>.yaml
 force = False
+overrides = {}  # dotted keys to values, e.g. teacher.epochs: 1 (from make report ARGS)
 
 # %%
 from kdnb import report
@@ -29,7 +30,7 @@ from kdnb.data import load_task, subsample, task_spec
 from kdnb.teacher import compute_teacher_logits, fine_tune_teacher
 from kdnb.utils import Timer
 
-cfg = load_config(task, profile, data_dir=data_dir)
+cfg = load_config(task, profile, data_dir=data_dir, overrides=overrides)
 dsd = load_task(cfg.task, cfg.data_path)
 metric = task_spec(task).metric_label
 print(f"teacher: {cfg.teacher.model_name_or_path}")
@@ -54,19 +55,43 @@ if result.test_score is not None:
 print(result.curve.round(4).to_string(index=False))
 
 # %% [markdown]
-# ## Teacher logits on the training set (the transfer set without augmentation)
+# ## Teacher logits on the transfer set(s)
+#
+# The transfer set is the training set plus the sentences of notebook 02 (`augment.transfer_set`,
+# at most `augment.transfer_size` new ones); with `augment.ablation` every set of
+# `augment.ablation_sets` is labelled too. Shards of `augment.shard_size` rows; a killed run
+# resumes at the first missing shard.
 
 # %%
-train = subsample(dsd["train"], cfg.train_limit, cfg.seed)
-with Timer() as timer:
-    transfer = compute_teacher_logits(cfg, train, cfg.out / "transfer" / "none", force=force or not result.reused)
+from kdnb import augment
+
+with Timer() as timer:  # kdnb.teacher.compute_teacher_logits on the training rows once, then on each set's new rows
+    transfer_sets = augment.label_transfer_sets(cfg, dsd, force=force or not result.reused)
 report.record_stage(cfg, "teacher_logits", timer.seconds)
+transfer = transfer_sets[cfg.augment.transfer_set]
 transfer
 
 # %%
 # NBVAL_CHECK_OUTPUT
 import numpy as np
 
-logits = np.asarray(transfer["teacher_logits"])
-print(f"transfer set: {len(transfer)} sentences, logits {logits.shape}")
-print("first rows' logits:", logits[:3].round(3).tolist())
+for name, ts in transfer_sets.items():
+    parts = ", ".join(f"{src} {n}" for src, n in augment.source_counts(ts).items())
+    print(f"transfer set '{name}': {len(ts)} sentences ({parts})")
+logits = augment.logits_array(transfer)
+print(f"transfer set '{cfg.augment.transfer_set}': logits {logits.shape}")
+print("first rows' logits:", logits[:3].astype(float).round(3).tolist())
+
+# %% [markdown]
+# ### The teacher's confidence on real vs generated sentences
+#
+# Confidence is the largest softmax probability of the teacher's logits; the class shares show
+# how the teacher labels the generated text (on CoLA, rule-based samples are often ungrammatical).
+
+# %%
+confidence = augment.teacher_confidence(transfer_sets)
+conf_table = augment.confidence_summary(confidence)
+report.save_table(cfg, conf_table, "teacher_confidence_by_source")
+print(conf_table.to_string(index=False))
+if confidence["source"].nunique() > 1:
+    report.save_figure(cfg, augment.plot_confidence(confidence, cfg.task), "teacher_confidence_real_vs_generated")

@@ -22,24 +22,21 @@ task = "cola"
 profile = "smoke"
 data_dir = None  # None: the data_dir of params/<task>.yaml
 force = False
+overrides = {}  # dotted keys to values, e.g. teacher.epochs: 1 (from make report ARGS)
 
 # %%
-import datasets
-
 from kdnb import report
+from kdnb.augment import load_transfer_set, source_counts
 from kdnb.config import load_config
 from kdnb.data import load_task, task_spec
-from kdnb.errors import StageInputError
 from kdnb.students import distill_bilstm
 
-cfg = load_config(task, profile, data_dir=data_dir)
+cfg = load_config(task, profile, data_dir=data_dir, overrides=overrides)
 dsd = load_task(cfg.task, cfg.data_path)
 metric = task_spec(task).metric_label
-transfer_dir = cfg.out / "transfer" / cfg.augment.transfer_set
-if not transfer_dir.is_dir():
-    raise StageInputError(f"{transfer_dir}: no transfer set; run notebooks 02/03 first.")
-transfer = datasets.load_from_disk(str(transfer_dir))
-print(f"transfer set '{cfg.augment.transfer_set}': {len(transfer)} sentences")
+transfer = load_transfer_set(cfg)  # <out>/transfer/<augment.transfer_set>; StageInputError if missing
+print(f"transfer set '{cfg.augment.transfer_set}': {len(transfer)} sentences "
+      f"({len(transfer) - source_counts(transfer).get('train', 0)} generated)")
 
 # %% [markdown]
 # ## BiLSTM student
@@ -59,3 +56,21 @@ if cfg.bilstm.enabled:
     print(f"parameters: {bilstm.n_params:,}")
     print(f"dev {metric}: {100 * bilstm.dev_score:.1f} %")
     print(bilstm.curve.round(4).to_string(index=False))
+
+# %% [markdown]
+# ## Augmentation ablation: the BiLSTM on each transfer set
+#
+# With `augment.ablation: true`, one BiLSTM per set of `augment.ablation_sets` (Tang et al.
+# 2019, Table 3: CoLA MCC 0.0 without augmentation, 27.5 with rules, 40.0 with GPT-2 samples).
+# `augment.ablation_budget`: `equal_epochs` trains each for `bilstm.epochs`; `equal_steps` gives
+# each the number of examples the training set alone sees in `bilstm.epochs` (same compute).
+
+# %%
+if cfg.augment.ablation and cfg.bilstm.enabled:
+    from kdnb.augment import augmentation_ablation
+    from kdnb.utils import Timer
+
+    with Timer() as timer:
+        ablation = augmentation_ablation(cfg, dsd, done={cfg.augment.transfer_set: bilstm}, force=force)
+    report.record_stage(cfg, "augmentation_ablation", timer.seconds)
+    print(ablation.drop(columns=["seconds"]).to_string(index=False))

@@ -21,7 +21,7 @@ task = "cola"
 profile = "smoke"
 data_dir = None  # None: the data_dir of params/<task>.yaml
 force = False
-overrides = {}  # dotted keys to values; make report ARGS="--set teacher.epochs=1" fills it
+overrides = {}  # dotted keys to values, e.g. teacher.epochs: 1 (from make report ARGS)
 
 # %%
 import pandas as pd

@@ -82,3 +82,24 @@ def test_merged_config_is_saved(smoke_cfg):
     assert saved["teacher"]["epochs"] == smoke_cfg.teacher.epochs
     assert smoke_cfg.section_hash("teacher") != load_config(
         "cola", "smoke", overrides={"teacher.epochs": 5}).section_hash("teacher")
+
+
+def test_profile_extends_another(tmp_path, monkeypatch):
+    import kdnb.config as C
+
+    params = tmp_path / "params"
+    (params / "profiles").mkdir(parents=True)
+    (params / "cola.yaml").write_text("task: cola\nteacher:\n  epochs: 3\n  batch_size: 36\n")
+    (params / "profiles" / "cpu.yaml").write_text("teacher:\n  epochs: 2\n  batch_size: 8\n")
+    (params / "profiles" / "more.yaml").write_text("extends: cpu\nteacher:\n  epochs: 5\n")
+    (params / "profiles" / "loop.yaml").write_text("extends: loop2\n")
+    (params / "profiles" / "loop2.yaml").write_text("extends: loop\n")
+    (params / "profiles" / "bad.yaml").write_text("extends: gpu\n")
+    monkeypatch.setattr(C, "PARAMS_DIR", params)
+    monkeypatch.setattr(C, "PROJECT_ROOT", tmp_path)
+    cfg = C.load_config("cola", "more")
+    assert (cfg.teacher.epochs, cfg.teacher.batch_size) == (5, 8)
+    with pytest.raises(ConfigError, match="cycle"):
+        C.load_config("cola", "loop")
+    with pytest.raises(ConfigError, match="unknown profile 'gpu'"):
+        C.load_config("cola", "bad")
