@@ -13,6 +13,8 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
+# nbval replays the notebooks as `make notebooks` stored them: no progress bars or warnings
+QUIET = TQDM_DISABLE=1 HF_DATASETS_DISABLE_PROGRESS_BARS=1 TRANSFORMERS_VERBOSITY=error PYTHONWARNINGS=ignore
 PIPELINE_ARGS = --task $(TASK) --profile $(PROFILE) $(if $(FORCE),--force) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(ARGS)
 
 .PHONY: help setup report probing test lab notebooks clean
@@ -38,7 +40,7 @@ probing: setup ## only the SentEval probing notebook (05) for TASK, on the saved
 
 test: setup ## unit tests + nbval replay of the stored smoke-profile notebooks
 	$(PY) -m pytest tests
-	$(PY) -m pytest --nbval-lax notebooks
+	$(QUIET) $(PY) -m pytest --nbval-lax notebooks
 
 lab: setup ## open JupyterLab on the notebooks
 	$(VENV)/bin/jupyter lab notebooks

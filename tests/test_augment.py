@@ -357,12 +357,16 @@ def test_label_transfer_sets_labels_training_rows_once_and_reuses(tmp_path, dsd,
 
 
 def test_ablation_profile_is_the_cpu_profile_plus_the_ablation():
-    """params/profiles/ablation.yaml copies cpu.yaml: they share outputs/<task>/ and the teacher."""
+    """params/profiles/ablation.yaml is cpu.yaml plus augment.ablation: they share outputs/<task>/ and the
+    fine-tuned teacher (its reuse key covers task, seed, train_limit and the teacher section)."""
     for task in ("cola", "sst2", "sara"):
         abl = load_config(task, "ablation").to_dict()
         cpu = load_config(task, "cpu", overrides={"augment.ablation": True}).to_dict()
         abl.pop("profile"), cpu.pop("profile")
-        assert abl == cpu, f"params/profiles/ablation.yaml has drifted from cpu.yaml ({task})"
+        assert abl == cpu, f"params/profiles/ablation.yaml differs from cpu.yaml + augment.ablation ({task})"
+        a, c = load_config(task, "ablation"), load_config(task, "cpu")
+        assert a.out == c.out and a.section_hash("task", "seed", "train_limit", "teacher") == \
+            c.section_hash("task", "seed", "train_limit", "teacher")
 
 
 def test_augmentation_ablation_trains_one_bilstm_per_set_and_writes_the_table(tmp_path, dsd):

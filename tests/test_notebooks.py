@@ -1,6 +1,7 @@
 """The notebooks stay paired, thin and parameterised, and nbval catches a changed output."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import pytest
 
 from kdnb.config import PROJECT_ROOT
 from kdnb.pipeline import NOTEBOOKS_DIR, notebooks
+from kdnb.store_notebooks import QUIET
 
 NOTEBOOKS = notebooks()
 
@@ -36,8 +38,9 @@ def test_stored_notebook_is_in_sync_with_its_py_and_carries_smoke_outputs(path):
 
 
 def _run_nbval(nb_path):
+    env = {**os.environ, **QUIET}  # as `make test` runs nbval
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
-                           str(nb_path)], capture_output=True, text=True, cwd=nb_path.parent, timeout=600)
+                           str(nb_path)], capture_output=True, text=True, cwd=nb_path.parent, timeout=600, env=env)
 
 
 def test_nbval_fails_when_a_checked_output_changes(tmp_path):
