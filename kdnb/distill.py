@@ -75,6 +75,7 @@ def fit(
     evals_per_epoch: int = 1,
     grad_clip: Optional[float] = None,
     lengths: Optional[list[int]] = None,
+    resume_key: Optional[str] = None,
     desc: str = "train",
 ) -> FitResult:
     """Train ``model`` for ``epochs`` epochs, evaluating and checkpointing as it goes.
@@ -90,6 +91,8 @@ def fit(
         ckpt_dir: where the per-epoch checkpoint (``Accelerator.save_state``) is kept; it is
             removed once training ends, the curve survives as ``<ckpt_dir>.curve.json``.
         grad_clip: max global L2 norm of the gradients (None: no clipping).
+        resume_key: identifies the run's parameters; a checkpoint saved under another key
+            (the parameters changed since) is discarded instead of resumed.
         lengths: per-example lengths (tokens); if given, batches are length-grouped with
             transformers' ``LengthGroupedSampler`` (random mega-batches of 50 batches, sorted by
             length inside), which cuts padding — most of the compute on short sentences.
@@ -111,6 +114,9 @@ def fit(
 
     result = FitResult()
     start_epoch = 0
+    if state_file.exists() and json.loads(state_file.read_text()).get("resume_key") != resume_key:
+        accelerator.print(f"{desc}: parameters changed since the checkpoint; starting afresh")
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
     if state_file.exists():
         state = json.loads(state_file.read_text())
         accelerator.load_state(str(ckpt_dir / "state"))
@@ -154,7 +160,7 @@ def fit(
                     })
                     bar.set_postfix(loss=f"{running / max(n_running, 1):.4f}", dev=f"{dev:.4f}")
                     running, n_running = 0.0, 0
-            _save_checkpoint(accelerator, ckpt_dir, epoch + 1, result.curve)
+            _save_checkpoint(accelerator, ckpt_dir, epoch + 1, result.curve, resume_key)
     result.seconds = timer.seconds
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -164,7 +170,8 @@ def fit(
     return result
 
 
-def _save_checkpoint(accelerator: Accelerator, ckpt_dir: Path, epochs_done: int, curve: list) -> None:
+def _save_checkpoint(accelerator: Accelerator, ckpt_dir: Path, epochs_done: int, curve: list,
+                     resume_key: Optional[str] = None) -> None:
     """Atomically replace the checkpoint: state and trainer_state.json are renamed together."""
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
@@ -172,7 +179,8 @@ def _save_checkpoint(accelerator: Accelerator, ckpt_dir: Path, epochs_done: int,
     with atomic_path(ckpt_dir) as tmp:
         tmp.mkdir()
         accelerator.save_state(str(tmp / "state"))
-        (tmp / "trainer_state.json").write_text(json.dumps({"epochs_done": epochs_done, "curve": curve}))
+        (tmp / "trainer_state.json").write_text(json.dumps({"epochs_done": epochs_done, "curve": curve,
+                                                                "resume_key": resume_key}))
 
 
 @torch.no_grad()

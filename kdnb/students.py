@@ -214,7 +214,7 @@ def distill_bilstm(
              loss_fn=lambda m, b: kd(_bilstm_forward(m, b), b["teacher_logits"]), optimizer=optimizer,
              epochs=bc.epochs, evaluate=evaluate, seed=cfg.seed, ckpt_dir=sdir / "checkpoint",
              accelerator=accelerator, evals_per_epoch=bc.evals_per_epoch, grad_clip=bc.grad_clip,
-             desc=name)
+             resume_key=key, desc=name)
     model = accelerator.unwrap_model(model)
     with atomic_path(sdir / "model.pt") as tmp:
         torch.save(model.state_dict(), tmp)

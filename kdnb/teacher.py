@@ -171,7 +171,7 @@ def fine_tune_teacher(cfg: Config, dsd: datasets.DatasetDict, force: bool = Fals
         loss_fn=lambda m, b: m(**b).loss, optimizer=optimizer, scheduler=scheduler,
         epochs=t.epochs, evaluate=evaluate, seed=cfg.seed, ckpt_dir=tdir / "checkpoint",
         accelerator=accelerator, evals_per_epoch=t.evals_per_epoch, desc="teacher",
-        lengths=[len(ids) for ids in train_tok["input_ids"]],
+        lengths=[len(ids) for ids in train_tok["input_ids"]], resume_key=key,
     )
     model = accelerator.unwrap_model(model)
 

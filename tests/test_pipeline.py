@@ -127,3 +127,12 @@ def test_cli_as_a_subprocess():
     proc = subprocess.run([sys.executable, "-m", "kdnb.pipeline", "--task", "nope"], capture_output=True,
                           text=True, cwd=PROJECT_ROOT, timeout=120)
     assert proc.returncode == 2 and "unknown task 'nope'" in proc.stderr
+
+
+def test_a_checkpoint_of_other_parameters_is_not_resumed(trained):
+    cfg, dsd, _, transfer = trained
+    ckpt = cfg.out / "students" / "stale" / "checkpoint"
+    ckpt.mkdir(parents=True)
+    (ckpt / "trainer_state.json").write_text(json.dumps({"epochs_done": 1, "curve": [], "resume_key": "other"}))
+    result = distill_bilstm(cfg, transfer, dsd, name="stale")  # would fail loading the missing state
+    assert len(result.curve) == cfg.bilstm.epochs and not ckpt.exists()
