@@ -30,6 +30,8 @@ The notebook ``notebooks/05_probing`` calls :func:`run_probing` and the plotting
 
 from __future__ import annotations
 
+import functools
+
 import contextlib
 import copy
 import hashlib
@@ -431,17 +433,26 @@ def bilstm_final_states(model, tokenizer, sentences: Sequence[str], max_length: 
     return np.concatenate(chunks).astype(np.float32)
 
 
+def _load_once(load: Callable[[], tuple]) -> Callable[[], tuple]:
+    """Wrap ``load() -> (model, tokenizer)`` so the model is loaded and moved to the device on
+    first use only."""
+
+    @functools.cache
+    def loaded() -> tuple:
+        model, tok = load()
+        return model.to(_device()), tok
+
+    return loaded
+
+
 def bert_encoder(name: str, family: str, state: str, key: str, load: Callable[[], tuple], layers: Sequence[int],
                  max_length: int, batch_size: int) -> Encoder:
     """An :class:`Encoder` for a BERT model that ``load()`` returns as ``(model, tokenizer)``
     (called once, on first use), probing the hidden-state indices ``layers`` (0 = E)."""
-    cache: dict = {}
+    loaded = _load_once(load)
 
     def embed(sentences: list[str], wanted: list[str]) -> dict[str, np.ndarray]:
-        if "model" not in cache:
-            model, tok = load()
-            cache["model"] = (model.to(_device()), tok)
-        model, tok = cache["model"]
+        model, tok = loaded()
         arr = mean_pooled_layers(model, tok, sentences, [layer_index(l) for l in wanted], max_length, batch_size)
         return dict(zip(wanted, arr))
 
@@ -452,13 +463,10 @@ def bilstm_encoder(name: str, family: str, state: str, key: str, load: Callable[
                    batch_size: int) -> Encoder:
     """An :class:`Encoder` for a BiLSTM student that ``load()`` returns as ``(model, tokenizer)``;
     its one layer is ``final`` (the concatenated final states)."""
-    cache: dict = {}
+    loaded = _load_once(load)
 
     def embed(sentences: list[str], wanted: list[str]) -> dict[str, np.ndarray]:
-        if "model" not in cache:
-            model, tok = load()
-            cache["model"] = (model.to(_device()), tok)
-        model, tok = cache["model"]
+        model, tok = loaded()
         vecs = bilstm_final_states(model, tok, sentences, max_length, batch_size)
         return {w: vecs for w in wanted}
 
