@@ -43,3 +43,34 @@ def test_wordpiece_collate():
     assert b["input_ids"].shape == (2, 4) and b["lengths"].tolist() == [4, 4]
     assert tok.cls_token_id not in b["input_ids"].tolist()[0]  # no [CLS]/[SEP]
     assert b["teacher_logits"].shape == (2, 2) and b["labels"].tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("mode", ["non-static", "multichannel"])
+def test_compact_embeddings_train_exactly_like_the_full_matrix(mode):
+    """Adadelta on the kept rows only gives the same model as on the whole vocabulary."""
+    import copy
+
+    torch.manual_seed(0)
+    full = BiLSTMStudent(200, 8, 2, 6, 5, embedding_weights=torch.randn(200, 8), embedding_mode=mode)
+    compact = copy.deepcopy(full)
+    before = full.embedding.weight.detach().clone()
+    keep = torch.tensor([0, 3, 5, 7, 11, 13, 17, 100])
+    compact.compact(keep)
+    assert compact.embedding.weight.shape == (8, 8)
+    opts = [torch.optim.Adadelta([p for p in m.parameters() if p.requires_grad]) for m in (full, compact)]
+    for _ in range(5):
+        ids, lengths = keep[torch.randint(1, 8, (4, 6))], torch.tensor([6, 5, 3, 1])
+        for m, opt in zip((full, compact), opts):
+            opt.zero_grad()
+            m(ids, lengths).pow(2).sum().backward()
+            torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+            opt.step()
+    moved = (full.embedding.weight.detach() != before).any(-1)
+    assert moved[keep[1:]].all() and not moved[[1, 2, 50, 199]].any()  # only seen rows train
+    compact.expand()
+    a, b = full.state_dict(), compact.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    with pytest.raises(ValueError, match="padding id"):
+        BiLSTMStudent(20, 4, 2).compact(torch.tensor([3, 4]))
