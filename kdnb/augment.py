@@ -557,8 +557,10 @@ def first_subword_distribution(encoded: Sequence[Sequence[int]]) -> tuple[np.nda
 
 def _gpt2_model_key(cfg: Config, train: datasets.Dataset) -> str:
     g = dataclasses.asdict(cfg.augment.gpt2)
-    for k in ("n_sentences", "generate_batch_size", "temperature", "top_k", "top_p"):
+    for k in ("n_sentences", "generate_batch_size", "temperature", "top_k", "top_p", "save_steps"):
         g.pop(k)
+    if g["gradient_accumulation_steps"] == 1:  # as Config.section_hash: keys saved before it existed
+        g.pop("gradient_accumulation_steps")
     blob = repr(sorted(g.items())) + cfg.section_hash("task", "seed", "train_limit", "mixed_precision")
     return hashlib.sha256(blob.encode()).hexdigest()[:16] + f"-{content_hash(train)}"
 
@@ -596,7 +598,7 @@ def train_gpt2(cfg: Config, dsd: datasets.DatasetDict, force: bool = False) -> d
     enc = encode_for_lm(tok, sentences, g.max_length)
     dev_enc = encode_for_lm(tok, column(dsd["dev"], "sentence"), g.max_length)
     collate = _LMCollate(tok.eos_token_id)
-    accelerator = make_accelerator(cfg.mixed_precision)
+    accelerator = make_accelerator(cfg.mixed_precision, g.gradient_accumulation_steps)
     set_seed(cfg.seed)
     no_decay = ("bias", "ln_", "LayerNorm")
     groups = [
@@ -628,7 +630,8 @@ def train_gpt2(cfg: Config, dsd: datasets.DatasetDict, force: bool = False) -> d
         fr = fit(model, train_set=[{"input_ids": x} for x in enc], collate_fn=collate, batch_size=g.batch_size,
                  loss_fn=lambda m, b: m(**b).loss, optimizer=optimizer, scheduler=scheduler, epochs=g.epochs,
                  evaluate=dev_perplexity, seed=cfg.seed, ckpt_dir=mdir.with_name("gpt2_model.checkpoint"),
-                 accelerator=accelerator, lengths=[len(x) for x in enc], desc="GPT-2 LM")
+                 accelerator=accelerator, lengths=[len(x) for x in enc], desc="GPT-2 LM",
+                 save_steps=g.save_steps, num_workers=cfg.num_workers)
     model = accelerator.unwrap_model(model)
     curve = [{("dev_perplexity" if k == "dev_score" else k): v for k, v in r.items()} for r in fr.curve]
     first_ids, first_p = first_subword_distribution(enc)
@@ -658,9 +661,13 @@ def load_gpt2(cfg: Config):
 
 
 def _generation_device(cfg: Config, device: Optional[str]) -> torch.device:
+    """``device`` if given, else accelerate's device for this process (its own GPU under
+    ``accelerate launch``, else the GPU, else the CPU)."""
     if device:
         return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from accelerate import PartialState
+
+    return PartialState().device
 
 
 @torch.no_grad()
@@ -670,8 +677,12 @@ def sample_sentences(model, tokenizer, first_ids: np.ndarray, *, max_length: int
     """Sample one sentence per entry of ``first_ids`` (its first subword) from the LM.
 
     Batched ``model.generate`` with the KV cache; each row stops at end-of-text or
-    ``max_length`` subwords (first included). RNG: ``torch.manual_seed(seed)`` before the first
-    batch (so a shard is reproducible on the same hardware).
+    ``max_length`` subwords (first included), and a batch stops when all its rows have. The
+    prompts need no length bucketing: every prompt is one subword, so a batch holds no prompt
+    padding (rows that ended keep being computed until their batch ends; that is the waste
+    left). RNG:
+    ``torch.manual_seed(seed)`` before the first batch (so a shard is reproducible on the same
+    hardware).
 
     Returns:
         ``{"sentence", "first_subword", "n_subwords", "ended"}`` lists: the decoded text (runs
@@ -709,7 +720,9 @@ def augment_gpt2(cfg: Config, dsd: datasets.DatasetDict, force: bool = False,
     training set's sentence-initial subwords, continued by :func:`sample_sentences` with seed
     ``(seed, k)``; shards are added until ``n_sentences`` unique sentences that are not training
     sentences exist (at most 5× that many samples are drawn; fewer kept gives a warning).
-    With ``mixed_precision`` bf16/fp16 on a GPU, generation runs in that precision.
+    The LM runs on accelerate's device for this process; with ``mixed_precision`` bf16/fp16 on
+    a GPU its weights are cast to that type once (not autocast: decoding reads every weight
+    for each new subword, so half-size weights halve the memory traffic that bounds it).
 
     Returns:
         :class:`AugmentResult`; ``stats`` has ``generated``, ``unique``, ``kept``, ``ended``

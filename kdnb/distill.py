@@ -1,11 +1,14 @@
 """One training loop for the teacher and every student, run through 🤗 accelerate.
 
-:func:`fit` does device placement and mixed precision (``Accelerator``), evaluates on dev
-``evals_per_epoch`` times per epoch (the learning curve), clips gradients, and checkpoints
-after every epoch with ``Accelerator.save_state`` (model, optimiser, scheduler and RNG
-states). A run killed mid-way resumes from the last finished epoch; the shuffling order of
-epoch ``e`` is drawn from ``seed + e``, so a resumed run sees the same batches as an
-uninterrupted one.
+:func:`fit` does device placement and mixed precision (``Accelerator``), gradient
+accumulation (``accelerator.accumulate``), evaluates on dev ``evals_per_epoch`` times per
+epoch (the learning curve), clips gradients, and checkpoints with ``Accelerator.save_state``
+(model, optimiser, scheduler and RNG states) after every epoch and, with ``save_steps``,
+every ``save_steps`` optimiser steps. A run killed mid-way resumes from the last checkpoint;
+the shuffling order of epoch ``e`` is drawn from ``seed + e`` and a checkpoint taken
+mid-epoch resumes with ``accelerator.skip_first_batches``, so a resumed run sees the same
+batches, with the same RNG states, as an uninterrupted one (identical results on the same
+hardware).
 
 The losses live in :mod:`kdnb.losses`; the loop only calls ``loss_fn(model, batch)``.
 """
@@ -37,25 +40,35 @@ class FitResult:
             (mean since the previous evaluation) and ``dev_score``.
         seconds: wall time of this call in seconds (excluding epochs restored from a checkpoint).
         resumed_epochs: number of epochs restored from the checkpoint instead of trained.
+        resumed_batches: batches of the following epoch restored from a mid-epoch checkpoint
+            (``save_steps``) instead of trained.
     """
 
     curve: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     resumed_epochs: int = 0
+    resumed_batches: int = 0
 
     @property
     def final_score(self) -> float:
         return self.curve[-1]["dev_score"] if self.curve else float("nan")
 
 
-def make_accelerator(mixed_precision: str = "no") -> Accelerator:
+def make_accelerator(mixed_precision: str = "no", gradient_accumulation_steps: int = 1) -> Accelerator:
     """An ``Accelerator`` for this process (CPU here, GPU(s) under ``accelerate launch``).
 
     Args:
-        mixed_precision: ``no`` | ``fp16`` | ``bf16`` (the ``mixed_precision`` parameter).
+        mixed_precision: ``no`` | ``fp16`` | ``bf16`` (the ``mixed_precision`` parameter);
+            ignored (``no``) without a GPU.
+        gradient_accumulation_steps: micro-batches per optimiser step (the training sections'
+            ``gradient_accumulation_steps``); :func:`fit` splits each batch into that many.
+
+    Note: accelerate keeps the accumulation setting in a process-wide state, so the accelerator
+    made last decides it; make one per stage, right before its :func:`fit`.
     """
     cpu = not torch.cuda.is_available()
-    return Accelerator(mixed_precision="no" if cpu else mixed_precision, cpu=cpu)
+    return Accelerator(mixed_precision="no" if cpu else mixed_precision, cpu=cpu,
+                       gradient_accumulation_steps=gradient_accumulation_steps)
 
 
 def fit(
@@ -77,43 +90,80 @@ def fit(
     lengths: Optional[list[int]] = None,
     resume_key: Optional[str] = None,
     desc: str = "train",
+    save_steps: Optional[int] = None,
+    num_workers: int = 0,
+    pin_memory: Optional[bool] = None,
 ) -> FitResult:
     """Train ``model`` for ``epochs`` epochs, evaluating and checkpointing as it goes.
 
     Args:
         model: the network; ``loss_fn(model, batch)`` must return a scalar loss tensor.
         train_set: map-style dataset; ``collate_fn`` turns a list of its rows into a batch dict.
-        batch_size: examples per optimisation step.
+        batch_size: examples per optimisation step (per process). With
+            ``accelerator.gradient_accumulation_steps = k`` the data loader yields micro-batches
+            of ``batch_size / k`` and the optimiser steps after every ``k`` of them (and at the
+            end of an epoch), through ``accelerator.accumulate``; ``accelerator.backward``
+            divides each micro-batch loss by ``k``. Under ``accelerate launch`` with ``P``
+            processes an optimiser step sees ``P × batch_size`` examples.
         optimizer, scheduler: already built on ``model``'s parameters; the scheduler (if any)
-            is stepped once per batch.
+            is stepped once per optimiser step (accelerate's ``AcceleratedScheduler``).
         evaluate: ``evaluate(model) -> dev score`` (model is in eval mode during the call).
         seed: shuffling of epoch ``e`` uses ``torch.Generator().manual_seed(seed + e)``.
-        ckpt_dir: where the per-epoch checkpoint (``Accelerator.save_state``) is kept; it is
-            removed once training ends, the curve survives as ``<ckpt_dir>.curve.json``.
-        grad_clip: max global L2 norm of the gradients (None: no clipping).
+        ckpt_dir: where the checkpoint (``Accelerator.save_state`` plus ``trainer_state.json``)
+            is kept; it is removed once training ends, the curve survives as
+            ``<ckpt_dir>.curve.json``.
+        grad_clip: max global L2 norm of the gradients (None: no clipping), applied on the
+            accumulated gradients of an optimiser step.
         resume_key: identifies the run's parameters; a checkpoint saved under another key
             (the parameters changed since) is discarded instead of resumed.
         lengths: per-example lengths (tokens); if given, batches are length-grouped with
             transformers' ``LengthGroupedSampler`` (random mega-batches of 50 batches, sorted by
             length inside), which cuts padding — most of the compute on short sentences.
+        save_steps: also checkpoint every ``save_steps`` optimiser steps (counted from the
+            start of training), so a kill loses at most that many steps; None: after every
+            epoch only. A mid-epoch checkpoint resumes with ``accelerator.skip_first_batches``
+            and restores the RNG states and the running train loss, so the learning curve and
+            the weights equal those of an uninterrupted run.
+        num_workers: ``DataLoader`` worker processes that collate batches (0: in this process).
+        pin_memory: page-locked host batches for faster copies to the GPU (None: on when the
+            accelerator's device is CUDA).
 
     Returns:
-        :class:`FitResult` with the learning curve.
+        :class:`FitResult` with the learning curve; ``curve[i]["step"]`` counts optimiser steps.
+
+    Raises:
+        ValueError: ``batch_size`` is not a multiple of the gradient accumulation steps, or
+            ``save_steps`` / ``num_workers`` is out of range.
     """
+    accum = int(accelerator.gradient_accumulation_steps)
+    if batch_size % accum:
+        raise ValueError(f"batch_size {batch_size} is not a multiple of gradient_accumulation_steps {accum} "
+                         "(each optimiser step must see batch_size examples).")
+    if save_steps is not None and save_steps < 1:
+        raise ValueError(f"save_steps must be >= 1 or None, got {save_steps!r}.")
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers!r}.")
+    micro = batch_size // accum
     ckpt_dir = Path(ckpt_dir)
     state_file = ckpt_dir / "trainer_state.json"
     generator = torch.Generator()
     if lengths is not None:
-        sampler = LengthGroupedSampler(batch_size, lengths=list(lengths), generator=generator)
+        sampler = LengthGroupedSampler(micro, lengths=list(lengths), generator=generator)
     else:
         sampler = RandomSampler(train_set, generator=generator)
-    loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler, collate_fn=collate_fn)
+    if pin_memory is None:
+        pin_memory = accelerator.device.type == "cuda"
+    # The loader's own generator draws the workers' base seed, so that starting an epoch (or a
+    # resumed one) never draws from the global RNG that dropout uses.
+    loader_generator = torch.Generator()
+    loader = DataLoader(train_set, batch_size=micro, sampler=sampler, collate_fn=collate_fn,
+                        num_workers=num_workers, pin_memory=pin_memory, generator=loader_generator)
     prepared = accelerator.prepare(model, optimizer, loader, *([scheduler] if scheduler is not None else []))
     model, optimizer, loader = prepared[:3]
     scheduler = prepared[3] if scheduler is not None else None
 
     result = FitResult()
-    start_epoch = 0
+    start_epoch, skip_batches, running, n_running = 0, 0, 0.0, 0
     if state_file.exists() and json.loads(state_file.read_text()).get("resume_key") != resume_key:
         accelerator.print(f"{desc}: parameters changed since the checkpoint; starting afresh")
         shutil.rmtree(ckpt_dir, ignore_errors=True)
@@ -121,45 +171,66 @@ def fit(
         state = json.loads(state_file.read_text())
         accelerator.load_state(str(ckpt_dir / "state"))
         start_epoch = state["epochs_done"]
+        skip_batches = state.get("batches_done", 0)
+        running, n_running = state.get("running_loss", 0.0), state.get("running_batches", 0)
         result.curve = state["curve"]
         result.resumed_epochs = start_epoch
-        accelerator.print(f"{desc}: resumed from checkpoint after epoch {start_epoch}")
+        result.resumed_batches = skip_batches
+        where = f"epoch {start_epoch}" + (f" and {skip_batches} batches" if skip_batches else "")
+        accelerator.print(f"{desc}: resumed from checkpoint after {where}")
 
-    steps_per_epoch = len(loader)
-    eval_points = {min(steps_per_epoch, math.ceil(steps_per_epoch * (k + 1) / evals_per_epoch))
+    batches_per_epoch = len(loader)
+    steps_per_epoch = math.ceil(batches_per_epoch / accum)  # optimiser steps
+    eval_points = {min(batches_per_epoch, math.ceil(batches_per_epoch * (k + 1) / evals_per_epoch))
                    for k in range(evals_per_epoch)}
     with Timer() as timer:
         for epoch in range(start_epoch, epochs):
             generator.manual_seed(seed + epoch)
+            loader_generator.manual_seed(seed + epoch)
+            skip = skip_batches if epoch == start_epoch else 0
+            epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
             model.train()
-            running, n_running = 0.0, 0
-            bar = tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{epochs}", leave=False,
-                       disable=not accelerator.is_local_main_process)
-            for step, batch in enumerate(bar, start=1):
-                with accelerator.autocast():
-                    loss = loss_fn(model, batch)
-                accelerator.backward(loss)
-                if grad_clip is not None:
-                    accelerator.clip_grad_norm_(model.parameters(), grad_clip)
-                optimizer.step()
-                if scheduler is not None:
-                    scheduler.step()
-                optimizer.zero_grad()
-                running += loss.item()
+            # Summed in float64 on the device: no host sync per step, and the same sum as
+            # adding loss.item() values in Python.
+            run_sum = torch.tensor(running if epoch == start_epoch else 0.0, dtype=torch.float64,
+                                   device=accelerator.device)
+            n_running = n_running if epoch == start_epoch else 0
+            bar = tqdm(epoch_loader, desc=f"{desc} epoch {epoch + 1}/{epochs}", leave=False, initial=skip,
+                       total=batches_per_epoch, disable=not accelerator.is_local_main_process)
+            for batch_no, batch in enumerate(bar, start=skip + 1):
+                with accelerator.accumulate(model):
+                    with accelerator.autocast():
+                        loss = loss_fn(model, batch)
+                    accelerator.backward(loss)
+                    if grad_clip is not None and accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+                    optimizer.step()
+                    if scheduler is not None:
+                        scheduler.step()
+                    optimizer.zero_grad()
+                run_sum += loss.detach().double()
                 n_running += 1
-                if step in eval_points:
+                step = epoch * steps_per_epoch + math.ceil(batch_no / accum)
+                if batch_no in eval_points:
                     model.eval()
                     with torch.no_grad():
                         dev = float(evaluate(model))
                     model.train()
+                    mean_loss = run_sum.item() / max(n_running, 1)
                     result.curve.append({
-                        "step": epoch * steps_per_epoch + step,
-                        "epoch": round(epoch + step / steps_per_epoch, 4),
-                        "train_loss": running / max(n_running, 1),
+                        "step": step,
+                        "epoch": round(epoch + batch_no / batches_per_epoch, 4),
+                        "train_loss": mean_loss,
                         "dev_score": dev,
                     })
-                    bar.set_postfix(loss=f"{running / max(n_running, 1):.4f}", dev=f"{dev:.4f}")
-                    running, n_running = 0.0, 0
+                    bar.set_postfix(loss=f"{mean_loss:.4f}", dev=f"{dev:.4f}")
+                    run_sum.zero_()
+                    n_running = 0
+                if (save_steps is not None and accelerator.sync_gradients and step % save_steps == 0
+                        and batch_no < batches_per_epoch):
+                    _save_checkpoint(accelerator, ckpt_dir, epoch, result.curve, resume_key,
+                                     batches_done=batch_no, running=(run_sum.item(), n_running))
+            running, n_running = 0.0, 0
             _save_checkpoint(accelerator, ckpt_dir, epoch + 1, result.curve, resume_key)
     result.seconds = timer.seconds
     accelerator.wait_for_everyone()
@@ -171,16 +242,23 @@ def fit(
 
 
 def _save_checkpoint(accelerator: Accelerator, ckpt_dir: Path, epochs_done: int, curve: list,
-                     resume_key: Optional[str] = None) -> None:
-    """Atomically replace the checkpoint: state and trainer_state.json are renamed together."""
+                     resume_key: Optional[str] = None, batches_done: int = 0,
+                     running: tuple[float, int] = (0.0, 0)) -> None:
+    """Atomically replace the checkpoint: state and trainer_state.json are renamed together.
+
+    ``batches_done`` > 0 marks a mid-epoch checkpoint (that many batches of epoch
+    ``epochs_done`` are done); ``running`` is the (sum, count) of the train losses since the
+    last evaluation, so the resumed curve's ``train_loss`` matches.
+    """
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return
     with atomic_path(ckpt_dir) as tmp:
         tmp.mkdir()
         accelerator.save_state(str(tmp / "state"))
-        (tmp / "trainer_state.json").write_text(json.dumps({"epochs_done": epochs_done, "curve": curve,
-                                                                "resume_key": resume_key}))
+        (tmp / "trainer_state.json").write_text(json.dumps({
+            "epochs_done": epochs_done, "batches_done": batches_done, "running_loss": running[0],
+            "running_batches": running[1], "curve": curve, "resume_key": resume_key}))
 
 
 @torch.no_grad()
@@ -192,11 +270,18 @@ def predict_logits(
     forward: Callable[[torch.nn.Module, dict], torch.Tensor],
     accelerator: Optional[Accelerator] = None,
     desc: Optional[str] = None,
+    num_workers: int = 0,
 ) -> torch.Tensor:
     """Logits of ``model`` on every row of ``dataset`` in order, as a CPU float32 tensor.
 
+    Batches are moved to ``accelerator.device`` (pinned host memory on a GPU) and run under
+    ``accelerator.autocast()`` (bf16/fp16 per the ``mixed_precision`` parameter); every
+    process computes all rows (no sharding), so the result is the same under ``accelerate
+    launch``. Without an accelerator the model's own device is used, in full precision.
+
     Args:
         forward: ``forward(model, batch) -> logits (batch, num_labels)``.
+        num_workers: ``DataLoader`` worker processes that collate the batches.
 
     Returns:
         Tensor of shape ``(len(dataset), num_labels)``.
@@ -205,14 +290,15 @@ def predict_logits(
     was_training = model.training
     model.eval()
     out = []
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn,
+                        num_workers=num_workers, pin_memory=device.type == "cuda")
     for batch in tqdm(loader, desc=desc, leave=False, disable=desc is None):
-        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         if accelerator is not None:
             with accelerator.autocast():
                 logits = forward(model, batch)
         else:
             logits = forward(model, batch)
-        out.append(logits.float().cpu())
+        out.append(logits.float())  # kept on the device: no host sync per batch
     model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0)
+    return torch.cat(out).cpu() if out else torch.empty(0)

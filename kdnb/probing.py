@@ -378,7 +378,7 @@ def _one_cpu_thread(device: torch.device):
 
 @torch.inference_mode()
 def mean_pooled_layers(model, tokenizer, sentences: Sequence[str], layers: Sequence[int],
-                       max_length: int = 128, batch_size: int = 64) -> np.ndarray:
+                       max_length: int = 128, batch_size: int = 64, accelerator=None) -> np.ndarray:
     """Average-pooled hidden states of a BERT model, in batches.
 
     Each sentence is WordPiece-tokenised with ``[CLS]``/``[SEP]`` (truncated to ``max_length``);
@@ -387,24 +387,29 @@ def mean_pooled_layers(model, tokenizer, sentences: Sequence[str], layers: Seque
     Sentences are batched by length (shortest first) and returned in input order.
 
     Args:
-        model: a transformers BERT model (``AutoModel`` or ``...ForSequenceClassification``).
+        model: a transformers BERT model (``AutoModel`` or ``...ForSequenceClassification``),
+            on its device already.
         layers: hidden-state indices in ``0..num_hidden_layers``.
+        accelerator: if given, the forward passes run under ``accelerator.autocast()``
+            (bf16/fp16 per ``mixed_precision`` on a GPU); the pooling is done in float32.
 
     Returns:
         float32 array ``(len(layers), N, H)``.
     """
     model.eval()
     device = next(model.parameters()).device
+    autocast = accelerator.autocast if accelerator is not None else contextlib.nullcontext
     order = np.argsort([len(s) for s in sentences], kind="stable")
     out: Optional[np.ndarray] = None
     for start in range(0, len(sentences), batch_size):
         idx = order[start:start + batch_size]
         enc = tokenizer([sentences[i] for i in idx], padding=True, truncation=True, max_length=max_length,
                         return_tensors="pt").to(device)
-        hidden = model(**enc, output_hidden_states=True).hidden_states
-        mask = enc["attention_mask"].unsqueeze(-1).to(hidden[0].dtype)  # (B, T, 1)
+        with autocast():
+            hidden = model(**enc, output_hidden_states=True).hidden_states
+        mask = enc["attention_mask"].unsqueeze(-1).float()  # (B, T, 1)
         denom = mask.sum(1).clamp(min=1.0)
-        pooled = torch.stack([(hidden[l] * mask).sum(1) / denom for l in layers])  # (L, B, H)
+        pooled = torch.stack([(hidden[l].float() * mask).sum(1) / denom for l in layers])  # (L, B, H)
         if out is None:
             out = np.zeros((len(layers), len(sentences), pooled.shape[-1]), dtype=np.float32)
         out[:, idx] = pooled.float().cpu().numpy()
@@ -433,27 +438,34 @@ def bilstm_final_states(model, tokenizer, sentences: Sequence[str], max_length: 
     return np.concatenate(chunks).astype(np.float32)
 
 
-def _load_once(load: Callable[[], tuple]) -> Callable[[], tuple]:
-    """Wrap ``load() -> (model, tokenizer)`` so the model is loaded and moved to the device on
-    first use only."""
+def _load_once(load: Callable[[], tuple], mixed_precision: str = "no") -> Callable[[], tuple]:
+    """Wrap ``load() -> (model, tokenizer)`` so that, on first use only, the model is loaded
+    and moved to the device of an accelerate ``Accelerator`` (this process' GPU under
+    ``accelerate launch``, else the GPU or the CPU). Returns ``() -> (model, tokenizer,
+    accelerator)``."""
 
     @functools.cache
     def loaded() -> tuple:
+        from .distill import make_accelerator
+
+        accelerator = make_accelerator(mixed_precision)
         model, tok = load()
-        return model.to(_device()), tok
+        return model.to(accelerator.device), tok, accelerator
 
     return loaded
 
 
 def bert_encoder(name: str, family: str, state: str, key: str, load: Callable[[], tuple], layers: Sequence[int],
-                 max_length: int, batch_size: int) -> Encoder:
+                 max_length: int, batch_size: int, mixed_precision: str = "no") -> Encoder:
     """An :class:`Encoder` for a BERT model that ``load()`` returns as ``(model, tokenizer)``
-    (called once, on first use), probing the hidden-state indices ``layers`` (0 = E)."""
-    loaded = _load_once(load)
+    (called once, on first use), probing the hidden-state indices ``layers`` (0 = E); forward
+    passes in ``mixed_precision`` (``no`` | ``bf16`` | ``fp16``; GPU only) through accelerate."""
+    loaded = _load_once(load, mixed_precision)
 
     def embed(sentences: list[str], wanted: list[str]) -> dict[str, np.ndarray]:
-        model, tok = loaded()
-        arr = mean_pooled_layers(model, tok, sentences, [layer_index(l) for l in wanted], max_length, batch_size)
+        model, tok, accelerator = loaded()
+        arr = mean_pooled_layers(model, tok, sentences, [layer_index(l) for l in wanted], max_length, batch_size,
+                                 accelerator=accelerator)
         return dict(zip(wanted, arr))
 
     return Encoder(name, family, state, [layer_label(i) for i in layers], key, embed)
@@ -462,11 +474,12 @@ def bert_encoder(name: str, family: str, state: str, key: str, load: Callable[[]
 def bilstm_encoder(name: str, family: str, state: str, key: str, load: Callable[[], tuple], max_length: int,
                    batch_size: int) -> Encoder:
     """An :class:`Encoder` for a BiLSTM student that ``load()`` returns as ``(model, tokenizer)``;
-    its one layer is ``final`` (the concatenated final states)."""
+    its one layer is ``final`` (the concatenated final states). The model is placed on the
+    device by accelerate and runs in float32 (a small LSTM gains little from bf16)."""
     loaded = _load_once(load)
 
     def embed(sentences: list[str], wanted: list[str]) -> dict[str, np.ndarray]:
-        model, tok = loaded()
+        model, tok, _ = loaded()
         vecs = bilstm_final_states(model, tok, sentences, max_length, batch_size)
         return {w: vecs for w in wanted}
 
@@ -512,14 +525,14 @@ def default_encoders(cfg: Config) -> dict[str, Encoder]:
     encoders: dict[str, Encoder] = {}
     encoders["teacher"] = bert_encoder(
         "teacher", "teacher", "fine-tuned", f"teacher:{t_key}", lambda: load_teacher(cfg),
-        _teacher_layers(cfg, n_layers, "the teacher"), pc.max_length, pc.batch_size)
+        _teacher_layers(cfg, n_layers, "the teacher"), pc.max_length, pc.batch_size, cfg.mixed_precision)
     if pc.pretrained_teacher:
         path = resolve_model_path(cfg.teacher.model_name_or_path)
         n_pre = AutoConfig.from_pretrained(path).num_hidden_layers
         encoders["teacher (pre-trained)"] = bert_encoder(
             "teacher (pre-trained)", "teacher", "pre-trained", f"pretrained:{cfg.teacher.model_name_or_path}",
             lambda: (AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)),
-            _teacher_layers(cfg, n_pre, "the pre-trained teacher"), pc.max_length, pc.batch_size)
+            _teacher_layers(cfg, n_pre, "the pre-trained teacher"), pc.max_length, pc.batch_size, cfg.mixed_precision)
     if cfg.bilstm.enabled:
         sdir = cfg.out / "students" / "bilstm"
         sres = read_json(sdir / "result.json")

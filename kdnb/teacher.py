@@ -154,7 +154,7 @@ def fine_tune_teacher(cfg: Config, dsd: datasets.DatasetDict, force: bool = Fals
     train_tok = tokenize(train, tokenizer, t.max_length)
     dev_tok = tokenize(dsd["dev"], tokenizer, t.max_length)
     collate = _Collate(tokenizer)
-    accelerator = make_accelerator(cfg.mixed_precision)
+    accelerator = make_accelerator(cfg.mixed_precision, t.gradient_accumulation_steps)
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay)
     steps = t.epochs * -(-len(train_tok) // t.batch_size)
@@ -172,6 +172,7 @@ def fine_tune_teacher(cfg: Config, dsd: datasets.DatasetDict, force: bool = Fals
         epochs=t.epochs, evaluate=evaluate, seed=cfg.seed, ckpt_dir=tdir / "checkpoint",
         accelerator=accelerator, evals_per_epoch=t.evals_per_epoch, desc="teacher",
         lengths=[len(ids) for ids in train_tok["input_ids"]], resume_key=key,
+        save_steps=t.save_steps, num_workers=cfg.num_workers,
     )
     model = accelerator.unwrap_model(model)
 
@@ -217,17 +218,26 @@ def _result_from_disk(tdir: Path, res: dict, reused: bool) -> TeacherResult:
     )
 
 
-def _write_csv(df: pd.DataFrame, path: Path) -> None:
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    """Write ``df`` to ``path`` as CSV without the index, atomically (:func:`kdnb.utils.atomic_path`)."""
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
 
 
-def _write_predictions(ds: datasets.Dataset, logits: np.ndarray, path: Path) -> None:
-    """CSV with ``idx, label, prediction, logit_0..logit_{C-1}``."""
+def write_predictions(ds: datasets.Dataset, logits: np.ndarray, path: Path) -> None:
+    """Write a model's predictions on ``ds`` as CSV: ``idx, label, prediction, logit_0..logit_{C-1}``.
+
+    Args:
+        ds: the rows predicted (``idx`` and ``label`` columns), in the order of ``logits``.
+        logits: ``(len(ds), C)`` float array; ``prediction`` is its argmax.
+    """
     df = pd.DataFrame({"idx": ds["idx"], "label": ds["label"], "prediction": logits.argmax(-1)})
     for c in range(logits.shape[1]):
         df[f"logit_{c}"] = logits[:, c]
-    _write_csv(df, path)
+    write_csv(df, path)
+
+
+_write_csv, _write_predictions = write_csv, write_predictions  # the names older callers import
 
 
 def write_glue_submission(ds: datasets.Dataset, predictions: np.ndarray, path: Path) -> None:
@@ -311,7 +321,8 @@ def compute_teacher_logits(
         # the logits are put back in row order.
         order = np.argsort([len(ids) for ids in enc["input_ids"]], kind="stable")
         rows = [{key: enc[key][i] for key in enc.keys()} for i in order]
-        sorted_logits = predict_logits(model, rows, collate, cfg.teacher.logits_batch_size, _forward, accelerator)
+        sorted_logits = predict_logits(model, rows, collate, cfg.teacher.logits_batch_size, _forward, accelerator,
+                                       num_workers=cfg.num_workers)
         logits = np.empty(tuple(sorted_logits.shape), dtype=np.float32)
         logits[order] = sorted_logits.numpy()
         part = part.add_column("teacher_logits", logits.tolist(), new_fingerprint=f"{meta['content']}-{k}",

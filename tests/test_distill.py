@@ -1,0 +1,180 @@
+"""kdnb.distill.fit: step checkpoints and mid-epoch resume, gradient accumulation, and a student
+run killed with SIGKILL mid-epoch that resumes to the identical result."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+
+from kdnb.config import PROJECT_ROOT, load_config
+from kdnb.data import load_task, subsample
+from kdnb.distill import fit, make_accelerator
+
+from .conftest import SHARED_DATA
+
+
+@pytest.fixture
+def one_thread():
+    """Identical float results need the same number of intra-op threads in every run."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# ---- fit on a tiny regression problem ---------------------------------------------------------
+def _regression(n: int = 70):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 5, generator=g)
+    y = x @ torch.randn(5, 1, generator=g)
+    return x, y, [{"x": x[i], "y": y[i]} for i in range(n)]
+
+
+def _collate(rows):
+    return {"x": torch.stack([r["x"] for r in rows]), "y": torch.stack([r["y"] for r in rows])}
+
+
+def _fit(ckpt: Path, *, dropout=0.3, accum=1, batch_size=8, n=70, die_at=None, save_steps=None, lengths=False,
+         seen=None):
+    """Train a small MLP for 3 epochs; ``die_at``: the loss call that raises (a simulated kill)."""
+    x, y, rows = _regression(n)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.Dropout(dropout), torch.nn.ReLU(),
+                                torch.nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (1 + s))
+    acc = make_accelerator("no", accum)
+    calls = {"n": 0}
+
+    def loss_fn(m, b):
+        calls["n"] += 1
+        if calls["n"] == die_at:
+            raise KeyboardInterrupt("killed")
+        if seen is not None:
+            seen.append(len(b["x"]))
+        return torch.nn.functional.mse_loss(m(b["x"]), b["y"])
+
+    res = fit(model, train_set=rows, collate_fn=_collate, batch_size=batch_size, loss_fn=loss_fn, optimizer=opt,
+              scheduler=sched, epochs=3, evaluate=lambda m: float(m(x).sum()), seed=1, ckpt_dir=ckpt,
+              accelerator=acc, evals_per_epoch=3, save_steps=save_steps,
+              lengths=[i % 7 + 1 for i in range(n)] if lengths else None)
+    return res, [p.detach().clone() for p in acc.unwrap_model(model).parameters()]
+
+
+@pytest.mark.parametrize("lengths", [False, True], ids=["random", "length-grouped"])
+def test_mid_epoch_checkpoint_resumes_to_identical_weights_and_curve(tmp_path, one_thread, lengths):
+    whole, w_whole = _fit(tmp_path / "whole", save_steps=5, lengths=lengths)
+    # 9 batches per epoch, evaluations after batches 3, 6, 9; the 15th loss call is batch 6 of
+    # epoch 2, after the checkpoint at step 10 (batch 1 of epoch 2, one loss not yet in the curve)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(tmp_path / "killed", save_steps=5, lengths=lengths, die_at=15)
+    state = json.loads((tmp_path / "killed" / "trainer_state.json").read_text())
+    assert (state["epochs_done"], state["batches_done"]) == (1, 1) and state["running_batches"] == 1
+    resumed, w_resumed = _fit(tmp_path / "killed", save_steps=5, lengths=lengths)
+    assert (resumed.resumed_epochs, resumed.resumed_batches) == (1, 1)
+    assert resumed.curve == whole.curve and len(whole.curve) == 9
+    assert all(torch.equal(a, b) for a, b in zip(w_whole, w_resumed))  # dropout masks replayed too
+    assert not (tmp_path / "killed").exists() and (tmp_path / "killed.curve.json").exists()
+
+
+def test_without_save_steps_a_kill_resumes_from_the_epoch(tmp_path, one_thread):
+    with pytest.raises(KeyboardInterrupt):
+        _fit(tmp_path / "ck", die_at=15)
+    state = json.loads((tmp_path / "ck" / "trainer_state.json").read_text())
+    assert (state["epochs_done"], state["batches_done"]) == (1, 0)
+
+
+def test_gradient_accumulation_matches_the_full_batch(tmp_path, one_thread):
+    seen: list[int] = []
+    full, w_full = _fit(tmp_path / "a", dropout=0.0, n=64)
+    acc, w_acc = _fit(tmp_path / "b", dropout=0.0, n=64, accum=4, seen=seen)
+    assert set(seen) == {2}  # micro-batches of batch_size / accum
+    assert [c["step"] for c in acc.curve] == [c["step"] for c in full.curve] == [3, 6, 8, 11, 14, 16, 19, 22, 24]
+    for a, b in zip(w_full, w_acc):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="not a multiple of gradient_accumulation_steps 3"):
+        _fit(tmp_path / "c", accum=3)
+
+
+# ---- a BiLSTM student killed with SIGKILL mid-epoch --------------------------------------------
+_CHILD = textwrap.dedent("""
+    import json, sys, time, torch, datasets
+    torch.set_num_threads(1)
+    from kdnb import students as S
+    from kdnb.config import load_config
+    from kdnb.data import load_task
+    cfg = load_config("cola", "smoke", overrides=json.loads(sys.argv[1]))
+    dsd = load_task("cola", cfg.data_path)
+    dsd["dev"], dsd["test"] = dsd["dev"].select(range(64)), dsd["test"].select(range(16))
+    real = S.logit_loss
+    def slow_loss(*a, **k):     # slow steps, so that the kill lands mid-epoch
+        kd = real(*a, **k)
+        return lambda s, t: time.sleep(0.3) or kd(s, t)
+    S.logit_loss = slow_loss
+    S.distill_bilstm(cfg, datasets.load_from_disk(sys.argv[2]), dsd, name="killed")
+""")
+
+
+def _tiny_teacher(cfg):
+    """A small random BERT classifier saved where kdnb.teacher.load_teacher looks."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from kdnb.teacher import resolve_model_path
+
+    tok = AutoTokenizer.from_pretrained(resolve_model_path(cfg.teacher.model_name_or_path))
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1,
+                                                     num_attention_heads=2, intermediate_size=64, num_labels=2))
+    model.save_pretrained(cfg.out / "teacher" / "model")
+    tok.save_pretrained(cfg.out / "teacher" / "model")
+    (cfg.out / "teacher" / "result.json").write_text(json.dumps({"config_hash": "tiny"}))
+
+
+def test_student_killed_mid_epoch_resumes_to_identical_metrics(tmp_path, one_thread, capsys):
+    from kdnb import students as S
+    from kdnb.teacher import compute_teacher_logits
+
+    over = {"output_dir": str(tmp_path / "out"), "train_limit": 64, "bilstm.epochs": 2, "bilstm.batch_size": 8,
+            "bilstm.dropout": 0.1, "bilstm.evals_per_epoch": 2, "bilstm.save_steps": 3}
+    cfg = load_config("cola", "smoke", overrides=over)
+    _tiny_teacher(cfg)
+    dsd = load_task("cola", SHARED_DATA)
+    dsd["dev"], dsd["test"] = dsd["dev"].select(range(64)), dsd["test"].select(range(16))
+    compute_teacher_logits(cfg, subsample(dsd["train"], 64, cfg.seed), cfg.out / "transfer" / "none", shard_size=64)
+    transfer = datasets.load_from_disk(str(cfg.out / "transfer" / "none"))
+
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(over), str(cfg.out / "transfer" / "none")],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    state_file = cfg.out / "students" / "killed" / "checkpoint" / "trainer_state.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and child.poll() is None and not state_file.exists():
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    _, err = child.communicate()
+    assert child.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    state = json.loads(state_file.read_text())
+    assert state["epochs_done"] == 0 and state["batches_done"] in (3, 6), "killed after a step checkpoint, mid-epoch"
+    assert not (cfg.out / "students" / "killed" / "result.json").exists()
+
+    capsys.readouterr()
+    resumed = S.distill_bilstm(cfg, transfer, dsd, name="killed")
+    assert f"resumed from checkpoint after epoch 0 and {state['batches_done']} batches" in capsys.readouterr().out
+    whole = S.distill_bilstm(cfg, transfer, dsd, name="whole")
+    assert len(whole.curve) == 4  # 2 epochs × 2 evaluations
+    assert resumed.curve.to_dict("records") == whole.curve.to_dict("records")
+    assert resumed.dev_score == whole.dev_score and resumed.test_score == whole.test_score
+    w_resumed = torch.load(cfg.out / "students" / "killed" / "model.pt")
+    w_whole = torch.load(cfg.out / "students" / "whole" / "model.pt")
+    assert w_resumed.keys() == w_whole.keys()
+    assert all(torch.equal(w_resumed[k], w_whole[k]) for k in w_whole)
