@@ -55,40 +55,7 @@ class TeacherConfig:
 
 @dataclass
 class BiLSTMConfig:
-    """BiLSTM student of Tang et al. (2019) as used in the thesis (§4.3).
-
-    ``embedding``: ``teacher_wordpiece`` (the teacher's WordPiece matrix, the thesis' choice),
-    ``random``, or ``word2vec`` (word-level vectors, :mod:`kdnb.embeddings`: loaded from
-    ``word2vec.path`` with gensim's ``KeyedVectors``, or, with no path, trained with gensim's
-    ``Word2Vec`` on the transfer set). ``embedding_mode``: static / non-static / multichannel
-    (Kim 2014). On sentence-pair tasks the siamese variant (Tang et al. 2019, §3.2) is used.
-    """
-
-    @dataclass
-    class Word2Vec:
-        """Word-level word2vec embeddings (thesis exploration; Mikolov et al. 2013, via gensim)."""
-
-        path: Optional[str] = None      # vectors file (word2vec text/.bin, or gensim .kv); None: train
-        format: str = "auto"            # auto (by extension) | text | binary | gensim
-        limit: Optional[int] = None     # read at most this many vectors from the file
-        lowercase: bool = True          # words as the BERT normaliser gives them (uncased teacher)
-        vocab_size: Optional[int] = None  # at most this many words (most frequent in the transfer set)
-        min_count: int = 1              # words rarer than this in the transfer set map to [UNK]
-        # training (no path): gensim Word2Vec on the transfer set's sentences
-        vector_size: int = 300
-        window: int = 5
-        sg: bool = True                 # skip-gram (False: CBOW)
-        negative: int = 5
-        epochs: int = 5
-
-        def validate(self) -> None:
-            _choice("bilstm.word2vec.format", self.format, ("auto", "text", "binary", "gensim"))
-            for k in ("limit", "vocab_size"):
-                _positive(f"bilstm.word2vec.{k}", getattr(self, k), allow_none=True)
-            for k in ("min_count", "vector_size", "window", "negative", "epochs"):
-                _positive(f"bilstm.word2vec.{k}", getattr(self, k))
-            if self.path is not None and not self.path.strip():
-                raise ConfigError("key 'bilstm.word2vec.path': must name a vectors file or be null (train word2vec).")
+    """BiLSTM student of Tang et al. (2019) as used in the thesis (§4.3)."""
 
     enabled: bool = True
     hidden_size: int = 300
@@ -107,187 +74,6 @@ class BiLSTMConfig:
     evals_per_epoch: int = 1
     save_steps: Optional[int] = None    # also checkpoint every N optimiser steps (None: per epoch only)
     gradient_accumulation_steps: int = 1  # batch_size is split into this many micro-batches
-    word2vec: Word2Vec = field(default_factory=Word2Vec)  # used only with embedding: word2vec
-
-
-@dataclass
-class BertStudentConfig:
-    """The small BERT student of Sučík (2020, §4.3); owned by :mod:`kdnb.bert_student`.
-
-    BERT with ``num_layers`` layers, ``hidden_size``, ``intermediate_size`` and ``num_heads``
-    (thesis: 5, 204, 750, 3); its input embeddings are the teacher's WordPiece matrix
-    (``V × E``) followed by a linear map ``E → hidden_size``. Trained on the teacher's logits
-    with ``loss`` (``ce``: soft cross-entropy at ``temperature``, the thesis' T = 3; ``kl``;
-    ``mse``), Adam (``weight_decay`` 0) lr 5e-4, batch 256, 60 epochs, the learning rate
-    warmed up linearly over ``warmup_epochs`` (10) then decayed linearly to 0, max length 128.
-    ``init: teacher`` copies the teacher's embeddings, first ``num_layers`` layers and pooler
-    (the PKD / Pea-KD setting; needs the teacher's hidden, intermediate and head sizes).
-    ``embedding_mode: static`` freezes the WordPiece matrix (the projection still trains).
-    """
-
-    enabled: bool = True
-    num_layers: int = 5
-    hidden_size: int = 204
-    intermediate_size: int = 750
-    num_heads: int = 3
-    init: str = "random"
-    embedding_mode: str = "non-static"
-    dropout: float = 0.1
-    loss: str = "ce"
-    temperature: float = 3.0
-    learning_rate: float = 5e-4
-    weight_decay: float = 0.0
-    batch_size: int = 256
-    epochs: int = 60
-    warmup_epochs: float = 10.0
-    max_length: int = 128
-    evals_per_epoch: int = 1
-    grad_clip: Optional[float] = None
-    eval_batch_size: int = 512
-
-    def validate(self) -> None:
-        for k in ("num_layers", "hidden_size", "intermediate_size", "num_heads", "temperature", "learning_rate",
-                  "batch_size", "epochs", "max_length", "evals_per_epoch", "eval_batch_size"):
-            _positive(f"bert_student.{k}", getattr(self, k))
-        _positive("bert_student.grad_clip", self.grad_clip, allow_none=True)
-        if self.hidden_size % self.num_heads:
-            raise ConfigError(f"key 'bert_student.hidden_size': must be a multiple of bert_student.num_heads, got "
-                              f"{self.hidden_size} and {self.num_heads}.")
-        _choice("bert_student.init", self.init, ("random", "teacher"))
-        _choice("bert_student.embedding_mode", self.embedding_mode, ("static", "non-static"))
-        _choice("bert_student.loss", self.loss, ("ce", "kl", "mse"))
-        _fraction("bert_student.dropout", self.dropout)
-        if self.weight_decay < 0:
-            raise ConfigError(f"key 'bert_student.weight_decay': must be >= 0, got {self.weight_decay!r}.")
-        if not 0 <= self.warmup_epochs <= self.epochs:
-            raise ConfigError(f"key 'bert_student.warmup_epochs': must be in [0, bert_student.epochs = "
-                              f"{self.epochs}], got {self.warmup_epochs!r}.")
-
-
-@dataclass
-class KDAblationConfig:
-    """The KD-loss ablation of notebook 04 (:func:`kdnb.bert_student.kd_ablation`).
-
-    With ``enabled``, one BERT student per entry of ``methods``, each with the sizes,
-    optimiser and epochs of ``bert_student``, on the same transfer set:
-
-    * ``mse``: logit MSE (Tang et al. 2019); ``kl``: KL at ``bert_student.temperature`` with
-      T² (Hinton et al. 2015; the same gradients as the BERT student's soft cross-entropy,
-      whose run it reuses when ``bert_student.loss`` is ``ce`` or ``kl``);
-    * ``alpha_mix``: ``alpha`` · soft + (1 − ``alpha``) · gold-label CE (Hinton et al. 2015);
-    * ``pkd``: (1 − α) CE + α KL + ``pkd_beta`` · patient loss on normalised [CLS] states
-      (Sun et al. 2019);
-    * ``aguilar``: attention KL + [CLS] cosine, layers distilled bottom-up by
-      ``aguilar_schedule`` (``progressive`` | ``stacked``) over the first
-      ``aguilar_internal_fraction`` of the steps, then the soft targets (Aguilar et al. 2020);
-    * ``noisy``: the BERT student's loss on teacher logits ``z(1 + ξ)``, ``ξ ~ N(0,
-      noise_sigma²)`` on a ``noise_fraction`` of the rows (Sau & Balasubramanian 2016);
-    * ``ta``: teacher → teacher assistant (a BERT student of the ``ta_*`` sizes) → student,
-      each step with the BERT student's loss (Mirzadeh et al. 2020).
-    """
-
-    @staticmethod
-    def known_methods() -> tuple[str, ...]:
-        return ("mse", "kl", "alpha_mix", "pkd", "aguilar", "noisy", "ta")
-
-    enabled: bool = False
-    methods: list[str] = field(default_factory=lambda: list(KDAblationConfig.known_methods()))
-    alpha: float = 0.5
-    pkd_beta: float = 100.0
-    aguilar_schedule: str = "stacked"
-    aguilar_internal_fraction: float = 0.5
-    noise_sigma: float = 0.2
-    noise_fraction: float = 1.0
-    ta_num_layers: int = 5
-    ta_hidden_size: int = 288
-    ta_intermediate_size: int = 1152
-    ta_num_heads: int = 4
-
-    def validate(self) -> None:
-        known = self.known_methods()
-        bad = [m for m in self.methods if m not in known]
-        if bad or not self.methods or len(set(self.methods)) != len(self.methods):
-            raise ConfigError(f"key 'kd_ablation.methods': must list distinct methods from {', '.join(known)}; "
-                              f"got {self.methods!r}.")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"key 'kd_ablation.alpha': must be in [0, 1], got {self.alpha!r}.")
-        if not 0.0 <= self.noise_fraction <= 1.0:
-            raise ConfigError(f"key 'kd_ablation.noise_fraction': must be in [0, 1], got {self.noise_fraction!r}.")
-        for k in ("pkd_beta", "noise_sigma"):
-            if getattr(self, k) < 0:
-                raise ConfigError(f"key 'kd_ablation.{k}': must be >= 0, got {getattr(self, k)!r}.")
-        _choice("kd_ablation.aguilar_schedule", self.aguilar_schedule, ("progressive", "stacked"))
-        _fraction("kd_ablation.aguilar_internal_fraction", self.aguilar_internal_fraction)
-        for k in ("ta_num_layers", "ta_hidden_size", "ta_intermediate_size", "ta_num_heads"):
-            _positive(f"kd_ablation.{k}", getattr(self, k))
-        if self.ta_hidden_size % self.ta_num_heads:
-            raise ConfigError(f"key 'kd_ablation.ta_hidden_size': must be a multiple of kd_ablation.ta_num_heads, "
-                              f"got {self.ta_hidden_size} and {self.ta_num_heads}.")
-
-
-@dataclass
-class PeaKDConfig:
-    """Pea-KD (Cho & Kang 2020) comparison of notebook 04; owned by :mod:`kdnb.peakd`.
-
-    With ``enabled``, one student per depth in ``layers`` × variant in ``variants`` × seed in
-    ``seeds`` (``[]``: the run's ``seed``). Each student is the teacher truncated to its first
-    ``k`` layers. Variants: ``kd`` (plain KD), ``sps`` (Shuffled Parameter Sharing), ``ptp``
-    (Pretraining with Teacher's Predictions, ``ptp_epochs`` epochs on 4 labels: teacher
-    confidently / unconfidently correct / wrong, threshold ``ptp_threshold`` on its softmax
-    confidence; ``ptp_threshold_wrong`` for wrong predictions, null: the same), ``sps+ptp``
-    (Pea-KD). KD loss: ``(1 − alpha)`` CE + ``alpha`` KL·T² (``temperature``) + ``beta`` · MSE
-    of the normalised intermediate [CLS] states. AdamW, linear warm-up over
-    ``warmup_fraction`` of the steps then linear decay.
-    """
-
-    @staticmethod
-    def known_variants() -> tuple[str, ...]:
-        return ("kd", "sps", "ptp", "sps+ptp")
-
-    enabled: bool = False
-    layers: list[int] = field(default_factory=lambda: [3])
-    variants: list[str] = field(default_factory=lambda: ["kd", "sps+ptp"])
-    seeds: list[int] = field(default_factory=list)
-    temperature: float = 10.0
-    alpha: float = 0.7
-    beta: float = 100.0
-    ptp_threshold: float = 0.8
-    ptp_threshold_wrong: Optional[float] = None
-    ptp_epochs: int = 2
-    learning_rate: float = 2e-5
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.1
-    batch_size: int = 32
-    epochs: int = 4
-    max_length: int = 128
-    evals_per_epoch: int = 1
-    eval_batch_size: int = 128
-
-    def validate(self) -> None:
-        if (not self.layers or len(set(self.layers)) != len(self.layers)
-                or any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in self.layers)):
-            raise ConfigError(f"key 'peakd.layers': must list distinct student depths (integers >= 1), "
-                              f"got {self.layers!r}.")
-        known = self.known_variants()
-        if (not self.variants or len(set(self.variants)) != len(self.variants)
-                or any(v not in known for v in self.variants)):
-            raise ConfigError(f"key 'peakd.variants': must list distinct variants from {', '.join(known)}; "
-                              f"got {self.variants!r}.")
-        if len(set(self.seeds)) != len(self.seeds) or any(not isinstance(s, int) or isinstance(s, bool)
-                                                            for s in self.seeds):
-            raise ConfigError(f"key 'peakd.seeds': must list distinct integers ([] = the run's seed), "
-                              f"got {self.seeds!r}.")
-        for k in ("temperature", "learning_rate", "ptp_epochs", "batch_size", "epochs", "max_length",
-                  "evals_per_epoch", "eval_batch_size"):
-            _positive(f"peakd.{k}", getattr(self, k))
-        for k in ("alpha", "ptp_threshold", "ptp_threshold_wrong"):
-            v = getattr(self, k)
-            if v is not None and not 0.0 <= v <= 1.0:
-                raise ConfigError(f"key 'peakd.{k}': must be in [0, 1], got {v!r}.")
-        for k in ("beta", "weight_decay"):
-            if getattr(self, k) < 0:
-                raise ConfigError(f"key 'peakd.{k}': must be >= 0, got {getattr(self, k)!r}.")
-        _fraction("peakd.warmup_fraction", self.warmup_fraction)
 
 
 @dataclass
@@ -500,9 +286,6 @@ class Config:
     train_limit: Optional[int] = None
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     bilstm: BiLSTMConfig = field(default_factory=BiLSTMConfig)
-    bert_student: BertStudentConfig = field(default_factory=BertStudentConfig)
-    kd_ablation: KDAblationConfig = field(default_factory=KDAblationConfig)
-    peakd: PeaKDConfig = field(default_factory=PeaKDConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     probing: ProbingConfig = field(default_factory=ProbingConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
@@ -535,8 +318,7 @@ class Config:
 
         Keys that only say how a stage runs, not what it computes, are left out: ``save_steps``
         always, ``gradient_accumulation_steps`` when it is 1 (so outputs saved before the key
-        existed stay valid; other values change the float sums, hence the results), and
-        ``bilstm.word2vec`` unless ``bilstm.embedding`` is ``word2vec`` (it is then unused).
+        existed stay valid; other values change the float sums, hence the results).
         """
         d = {k: _without_run_keys(v) for k, v in self.to_dict().items()}
         blob = json.dumps({k: d[k] for k in keys}, sort_keys=True, default=str)
@@ -557,8 +339,7 @@ def _without_run_keys(d: Any) -> Any:
     if not isinstance(d, dict):
         return d
     return {k: _without_run_keys(v) for k, v in d.items()
-            if k != "save_steps" and not (k == "gradient_accumulation_steps" and v == 1)
-            and not (k == "word2vec" and d.get("embedding") != "word2vec")}  # bilstm.word2vec: unused
+            if k != "save_steps" and not (k == "gradient_accumulation_steps" and v == 1)}
 
 
 def _abs(p: str) -> Path:
@@ -787,11 +568,10 @@ def _validate(cfg: Config) -> None:
         positive(f"bilstm.{k}", getattr(b, k))
     _fraction("bilstm.dropout", b.dropout)
     _fraction("bilstm.rho", b.rho, lo_open=True)
-    choice("bilstm.embedding", b.embedding, ("teacher_wordpiece", "random", "word2vec"))
+    choice("bilstm.embedding", b.embedding, ("teacher_wordpiece", "random"))
     choice("bilstm.embedding_mode", b.embedding_mode, ("static", "non-static", "multichannel"))
     choice("bilstm.loss", b.loss, ("mse", "kl", "ce"))
     _training_keys("bilstm", b)
-    b.word2vec.validate()
     if not isinstance(cfg.num_workers, int) or cfg.num_workers < 0:
         raise ConfigError(f"key 'num_workers': must be an integer >= 0, got {cfg.num_workers!r}.")
     for f in dataclasses.fields(cfg):
