@@ -55,7 +55,40 @@ class TeacherConfig:
 
 @dataclass
 class BiLSTMConfig:
-    """BiLSTM student of Tang et al. (2019) as used in the thesis (§4.3)."""
+    """BiLSTM student of Tang et al. (2019) as used in the thesis (§4.3).
+
+    ``embedding``: ``teacher_wordpiece`` (the teacher's WordPiece matrix, the thesis' choice),
+    ``random``, or ``word2vec`` (word-level vectors, :mod:`kdnb.embeddings`: loaded from
+    ``word2vec.path`` with gensim's ``KeyedVectors``, or, with no path, trained with gensim's
+    ``Word2Vec`` on the transfer set). ``embedding_mode``: static / non-static / multichannel
+    (Kim 2014). On sentence-pair tasks the siamese variant (Tang et al. 2019, §3.2) is used.
+    """
+
+    @dataclass
+    class Word2Vec:
+        """Word-level word2vec embeddings (thesis exploration; Mikolov et al. 2013, via gensim)."""
+
+        path: Optional[str] = None      # vectors file (word2vec text/.bin, or gensim .kv); None: train
+        format: str = "auto"            # auto (by extension) | text | binary | gensim
+        limit: Optional[int] = None     # read at most this many vectors from the file
+        lowercase: bool = True          # words as the BERT normaliser gives them (uncased teacher)
+        vocab_size: Optional[int] = None  # at most this many words (most frequent in the transfer set)
+        min_count: int = 1              # words rarer than this in the transfer set map to [UNK]
+        # training (no path): gensim Word2Vec on the transfer set's sentences
+        vector_size: int = 300
+        window: int = 5
+        sg: bool = True                 # skip-gram (False: CBOW)
+        negative: int = 5
+        epochs: int = 5
+
+        def validate(self) -> None:
+            _choice("bilstm.word2vec.format", self.format, ("auto", "text", "binary", "gensim"))
+            for k in ("limit", "vocab_size"):
+                _positive(f"bilstm.word2vec.{k}", getattr(self, k), allow_none=True)
+            for k in ("min_count", "vector_size", "window", "negative", "epochs"):
+                _positive(f"bilstm.word2vec.{k}", getattr(self, k))
+            if self.path is not None and not self.path.strip():
+                raise ConfigError("key 'bilstm.word2vec.path': must name a vectors file or be null (train word2vec).")
 
     enabled: bool = True
     hidden_size: int = 300
@@ -74,6 +107,72 @@ class BiLSTMConfig:
     evals_per_epoch: int = 1
     save_steps: Optional[int] = None    # also checkpoint every N optimiser steps (None: per epoch only)
     gradient_accumulation_steps: int = 1  # batch_size is split into this many micro-batches
+    word2vec: Word2Vec = field(default_factory=Word2Vec)  # used only with embedding: word2vec
+
+
+@dataclass
+class PeaKDConfig:
+    """Pea-KD (Cho & Kang 2020) comparison of notebook 04; owned by :mod:`kdnb.peakd`.
+
+    With ``enabled``, one student per depth in ``layers`` × variant in ``variants`` × seed in
+    ``seeds`` (``[]``: the run's ``seed``). Each student is the teacher truncated to its first
+    ``k`` layers. Variants: ``kd`` (plain KD), ``sps`` (Shuffled Parameter Sharing), ``ptp``
+    (Pretraining with Teacher's Predictions, ``ptp_epochs`` epochs on 4 labels: teacher
+    confidently / unconfidently correct / wrong, threshold ``ptp_threshold`` on its softmax
+    confidence; ``ptp_threshold_wrong`` for wrong predictions, null: the same), ``sps+ptp``
+    (Pea-KD). KD loss: ``(1 − alpha)`` CE + ``alpha`` KL·T² (``temperature``) + ``beta`` · MSE
+    of the normalised intermediate [CLS] states. AdamW, linear warm-up over
+    ``warmup_fraction`` of the steps then linear decay.
+    """
+
+    @staticmethod
+    def known_variants() -> tuple[str, ...]:
+        return ("kd", "sps", "ptp", "sps+ptp")
+
+    enabled: bool = False
+    layers: list[int] = field(default_factory=lambda: [3])
+    variants: list[str] = field(default_factory=lambda: ["kd", "sps+ptp"])
+    seeds: list[int] = field(default_factory=list)
+    temperature: float = 10.0
+    alpha: float = 0.7
+    beta: float = 100.0
+    ptp_threshold: float = 0.8
+    ptp_threshold_wrong: Optional[float] = None
+    ptp_epochs: int = 2
+    learning_rate: float = 2e-5
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.1
+    batch_size: int = 32
+    epochs: int = 4
+    max_length: int = 128
+    evals_per_epoch: int = 1
+    eval_batch_size: int = 128
+
+    def validate(self) -> None:
+        if (not self.layers or len(set(self.layers)) != len(self.layers)
+                or any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in self.layers)):
+            raise ConfigError(f"key 'peakd.layers': must list distinct student depths (integers >= 1), "
+                              f"got {self.layers!r}.")
+        known = self.known_variants()
+        if (not self.variants or len(set(self.variants)) != len(self.variants)
+                or any(v not in known for v in self.variants)):
+            raise ConfigError(f"key 'peakd.variants': must list distinct variants from {', '.join(known)}; "
+                              f"got {self.variants!r}.")
+        if len(set(self.seeds)) != len(self.seeds) or any(not isinstance(s, int) or isinstance(s, bool)
+                                                            for s in self.seeds):
+            raise ConfigError(f"key 'peakd.seeds': must list distinct integers ([] = the run's seed), "
+                              f"got {self.seeds!r}.")
+        for k in ("temperature", "learning_rate", "ptp_epochs", "batch_size", "epochs", "max_length",
+                  "evals_per_epoch", "eval_batch_size"):
+            _positive(f"peakd.{k}", getattr(self, k))
+        for k in ("alpha", "ptp_threshold", "ptp_threshold_wrong"):
+            v = getattr(self, k)
+            if v is not None and not 0.0 <= v <= 1.0:
+                raise ConfigError(f"key 'peakd.{k}': must be in [0, 1], got {v!r}.")
+        for k in ("beta", "weight_decay"):
+            if getattr(self, k) < 0:
+                raise ConfigError(f"key 'peakd.{k}': must be >= 0, got {getattr(self, k)!r}.")
+        _fraction("peakd.warmup_fraction", self.warmup_fraction)
 
 
 @dataclass
@@ -286,6 +385,7 @@ class Config:
     train_limit: Optional[int] = None
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     bilstm: BiLSTMConfig = field(default_factory=BiLSTMConfig)
+    peakd: PeaKDConfig = field(default_factory=PeaKDConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     probing: ProbingConfig = field(default_factory=ProbingConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
@@ -318,7 +418,8 @@ class Config:
 
         Keys that only say how a stage runs, not what it computes, are left out: ``save_steps``
         always, ``gradient_accumulation_steps`` when it is 1 (so outputs saved before the key
-        existed stay valid; other values change the float sums, hence the results).
+        existed stay valid; other values change the float sums, hence the results), and
+        ``bilstm.word2vec`` unless ``bilstm.embedding`` is ``word2vec`` (it is then unused).
         """
         d = {k: _without_run_keys(v) for k, v in self.to_dict().items()}
         blob = json.dumps({k: d[k] for k in keys}, sort_keys=True, default=str)
@@ -339,7 +440,8 @@ def _without_run_keys(d: Any) -> Any:
     if not isinstance(d, dict):
         return d
     return {k: _without_run_keys(v) for k, v in d.items()
-            if k != "save_steps" and not (k == "gradient_accumulation_steps" and v == 1)}
+            if k != "save_steps" and not (k == "gradient_accumulation_steps" and v == 1)
+            and not (k == "word2vec" and d.get("embedding") != "word2vec")}  # bilstm.word2vec: unused
 
 
 def _abs(p: str) -> Path:
@@ -568,10 +670,15 @@ def _validate(cfg: Config) -> None:
         positive(f"bilstm.{k}", getattr(b, k))
     _fraction("bilstm.dropout", b.dropout)
     _fraction("bilstm.rho", b.rho, lo_open=True)
-    choice("bilstm.embedding", b.embedding, ("teacher_wordpiece", "random"))
+    choice("bilstm.embedding", b.embedding, ("teacher_wordpiece", "random", "word2vec"))
     choice("bilstm.embedding_mode", b.embedding_mode, ("static", "non-static", "multichannel"))
     choice("bilstm.loss", b.loss, ("mse", "kl", "ce"))
     _training_keys("bilstm", b)
+    b.word2vec.validate()
+    if b.enabled and b.embedding == "word2vec" and cfg.probing.enabled:
+        raise ConfigError("key 'bilstm.embedding': probing (notebook 05) reads the BiLSTM through WordPieces, so a "
+                          "word2vec BiLSTM cannot be probed yet; set probing.enabled: false with "
+                          "bilstm.embedding: word2vec.")
     if not isinstance(cfg.num_workers, int) or cfg.num_workers < 0:
         raise ConfigError(f"key 'num_workers': must be an integer >= 0, got {cfg.num_workers!r}.")
     for f in dataclasses.fields(cfg):
