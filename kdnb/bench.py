@@ -186,7 +186,8 @@ def collect_models(cfg: Config, tokenizer, num_labels: int, *, bert_large_too: b
         if (sdir / "model" / "config.json").is_file():
             m = AutoModelForSequenceClassification.from_pretrained(sdir / "model").eval()
             students.append(BenchModel(f"BERT student ({sdir.name})", m, "bert", "trained", scored=True))
-        elif (sdir / "model.pt").is_file():
+        elif (sdir / "model.pt").is_file() and not (sdir / "tokenizer").is_dir():
+            # (a BiLSTM with its own tokenizer/ reads word2vec words, not the WordPieces timed here)
             try:
                 m = load_bilstm(sdir / "model.pt")
             except (KeyError, RuntimeError):

@@ -541,13 +541,16 @@ def default_encoders(cfg: Config) -> dict[str, Encoder]:
                                   "notebooks/04_students first (or set bilstm.enabled: false).")
 
         def load_bilstm(trained: bool):
+            from .data import task_spec
             from .students import build_bilstm
 
             py_state, np_state = random.getstate(), np.random.get_state()
             with torch.random.fork_rng(devices=[]):  # leave the caller's RNGs as they were
                 set_seed(cfg.seed)  # the same sequence as distill_bilstm: seed, load teacher, build
                 teacher, tok = load_teacher(cfg)
-                model = build_bilstm(cfg.bilstm, teacher.config.num_labels, tok, teacher)
+                # pair tasks: the siamese BiLSTM, whose encode() still embeds one sentence
+                model = build_bilstm(cfg.bilstm, teacher.config.num_labels, tok, teacher,
+                                     pair=task_spec(cfg.task).pair)
             random.setstate(py_state)
             np.random.set_state(np_state)
             if trained:

@@ -6,6 +6,11 @@
   Embeddings are initialised from the teacher's WordPiece embedding matrix (the thesis'
   better choice, Sučík 2020 §4.3) and the input is WordPiece-tokenised by the teacher's
   tokenizer, so the two vocabularies coincide.
+* :class:`SiameseBiLSTMStudent`: the sentence-pair variant of Tang et al. (2019), §3.2, chosen
+  automatically on pair tasks (RTE): one shared BiLSTM encodes both sentences, and the
+  features ``[h1, h2, h1 ⊙ h2, |h1 − h2|]`` feed the ReLU layer and the logits.
+* ``bilstm.embedding: word2vec``: word-level word2vec vectors and a word tokenizer instead of
+  WordPiece (:mod:`kdnb.embeddings`), in any of Kim's (2014) three modes.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from .config import BiLSTMConfig, Config
-from .data import score
+from .data import score, task_spec
 from .distill import fit, make_accelerator, predict_logits
 from .losses import logit_loss
 from .utils import atomic_path, read_json, set_seed, write_json
@@ -193,6 +198,59 @@ class WordPieceCollate:
         return batch
 
 
+class SiameseBiLSTMStudent(BiLSTMStudent):
+    """Siamese BiLSTM for sentence pairs, Tang et al. (2019), §3.2.
+
+    Both sentences go through the same embeddings and BiLSTM (:meth:`BiLSTMStudent.encode`,
+    shared weights); with ``h1, h2`` the two ``(B, 2H)`` sentence vectors, the pair features are
+    the concatenate-compare ``f = [h1, h2, h1 ⊙ h2, |h1 − h2|]`` ``(B, 8H)`` (Tang et al. 2019,
+    §3.2, after Wang et al. 2018), then ``ReLU(W f + b)`` (``fc_size`` units) and a linear layer
+    to the logits. Arguments as :class:`BiLSTMStudent`; :meth:`encode` still embeds one sentence.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fc = nn.Linear(4 * 2 * self.lstm.hidden_size, self.fc.out_features)
+
+    def pair_features(self, input_ids: torch.Tensor, lengths: torch.Tensor, input_ids2: torch.Tensor,
+                      lengths2: torch.Tensor) -> torch.Tensor:
+        """``[h1, h2, h1 ⊙ h2, |h1 − h2|]`` ``(B, 8H)`` for right-padded ids ``(B, T1)``, ``(B, T2)``
+        with true lengths ``(B,)`` each; both sentences run through the BiLSTM in one call.
+
+        Raises:
+            ValueError: the two batches differ in size.
+        """
+        if input_ids.shape[0] != input_ids2.shape[0]:
+            raise ValueError(f"first and second sentences differ in batch size: {input_ids.shape[0]} vs "
+                             f"{input_ids2.shape[0]}")
+        width = max(input_ids.shape[1], input_ids2.shape[1])
+        # id 0 pads (a valid id; positions past a sequence's length are never read: packed LSTM)
+        both = input_ids.new_zeros((2 * input_ids.shape[0], width))
+        both[: input_ids.shape[0], : input_ids.shape[1]] = input_ids
+        both[input_ids.shape[0]:, : input_ids2.shape[1]] = input_ids2
+        h1, h2 = self.encode(both, torch.cat([lengths, lengths2])).chunk(2)
+        return torch.cat([h1, h2, h1 * h2, (h1 - h2).abs()], dim=-1)
+
+    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor, input_ids2: torch.Tensor,
+                lengths2: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, C)`` for the pairs (ids ``(B, T1)``, ``(B, T2)``; lengths ``(B,)`` each)."""
+        h = torch.relu(self.fc(self.pair_features(input_ids, lengths, input_ids2, lengths2)))
+        return self.out(self.dropout(h))
+
+
+class PairWordPieceCollate(WordPieceCollate):
+    """:class:`WordPieceCollate` for sentence pairs: ``input_ids``/``lengths`` hold the first
+    sentences (``sentence``) and ``input_ids2`` ``(B, T2)`` / ``lengths2`` ``(B,)`` the second
+    (``sentence2``), each tokenised on its own (no [SEP]); plus ``teacher_logits`` and ``labels``
+    where the rows have them."""
+
+    def __call__(self, rows: list[dict]) -> dict:
+        batch = super().__call__(rows)
+        second = super().__call__([{"sentence": r["sentence2"]} for r in rows])
+        batch["input_ids2"], batch["lengths2"] = second["input_ids"], second["lengths"]
+        return batch
+
+
 def vocabulary_ids(tokenizer, parts: list, max_length: int, batch_size: int = 10_000) -> torch.Tensor:
     """Sorted WordPiece ids ``(K,)`` that occur in the ``sentence``/``sentence2`` columns of the
     datasets ``parts`` (as :class:`WordPieceCollate` tokenises them), plus padding and [UNK]."""
@@ -216,18 +274,34 @@ def teacher_embeddings(teacher_model) -> torch.Tensor:
     return teacher_model.get_input_embeddings().weight.detach().clone()
 
 
-def build_bilstm(bc: BiLSTMConfig, num_labels: int, tokenizer, teacher_model=None) -> BiLSTMStudent:
-    """Build the BiLSTM from params; ``embedding: teacher_wordpiece`` needs ``teacher_model``."""
+def build_bilstm(bc: BiLSTMConfig, num_labels: int, tokenizer, teacher_model=None, *, pair: bool = False,
+                 embedding_weights: Optional[torch.Tensor] = None) -> BiLSTMStudent:
+    """Build the BiLSTM from params: :class:`SiameseBiLSTMStudent` if ``pair`` (a sentence-pair
+    task), else :class:`BiLSTMStudent`.
+
+    ``embedding: teacher_wordpiece`` needs ``teacher_model``; ``embedding: word2vec`` needs
+    ``embedding_weights`` ``(V, E)`` (:func:`kdnb.embeddings.word2vec_embeddings`, whose word
+    tokenizer is then ``tokenizer``); ``random`` draws ``(len(tokenizer), 300)``.
+
+    Raises:
+        ValueError: the teacher or the word2vec weights are missing for the chosen embedding.
+    """
     weights = None
     if bc.embedding == "teacher_wordpiece":
         if teacher_model is None:
             raise ValueError("bilstm.embedding=teacher_wordpiece needs the teacher model")
         weights = teacher_embeddings(teacher_model)
         vocab, dim = weights.shape
+    elif bc.embedding == "word2vec":
+        if embedding_weights is None:
+            raise ValueError("bilstm.embedding=word2vec needs embedding_weights (kdnb.embeddings.word2vec_embeddings)")
+        weights = embedding_weights
+        vocab, dim = weights.shape
     else:
         vocab, dim = len(tokenizer), 300
-    return BiLSTMStudent(vocab, dim, num_labels, bc.hidden_size, bc.fc_size, weights, bc.embedding_mode,
-                         bc.dropout, padding_idx=tokenizer.pad_token_id or 0)
+    cls = SiameseBiLSTMStudent if pair else BiLSTMStudent
+    return cls(vocab, dim, num_labels, bc.hidden_size, bc.fc_size, weights, bc.embedding_mode,
+               bc.dropout, padding_idx=tokenizer.pad_token_id or 0)
 
 
 @dataclass
@@ -244,6 +318,8 @@ class StudentResult:
 
 
 def _bilstm_forward(model, batch: dict) -> torch.Tensor:
+    if "input_ids2" in batch:  # sentence pairs: SiameseBiLSTMStudent
+        return model(batch["input_ids"], batch["lengths"], batch["input_ids2"], batch["lengths2"])
     return model(batch["input_ids"], batch["lengths"])
 
 
@@ -261,6 +337,9 @@ def distill_bilstm(
     ``bilstm.grad_clip``. Saves ``model.pt``, ``learning_curve.csv``, ``dev_predictions.csv``
     and ``result.json`` under ``<out>/students/<name>/``; reuses them when the parameters
     and transfer set match (``force`` redoes), resumes after a kill from the last epoch.
+    On a sentence-pair task (``TaskSpec.pair``, e.g. RTE) the student is the
+    :class:`SiameseBiLSTMStudent`; with ``bilstm.embedding: word2vec`` it reads words through
+    the word tokenizer of :func:`kdnb.embeddings.word2vec_embeddings` (saved to ``tokenizer/``).
     """
     from .teacher import _write_csv, _write_predictions, load_teacher, teacher_dir
 
@@ -275,9 +354,17 @@ def distill_bilstm(
     set_seed(cfg.seed)
     teacher, tokenizer = load_teacher(cfg)
     num_labels = teacher.config.num_labels
-    model = build_bilstm(bc, num_labels, tokenizer, teacher)
+    pair = task_spec(cfg.task).pair  # sentence pairs: the siamese BiLSTM (Tang et al. 2019, §3.2)
+    w2v = None
+    if bc.embedding == "word2vec":  # word-level vocabulary, tokenizer and vectors (kdnb.embeddings)
+        from .embeddings import word2vec_embeddings
+
+        w2v = word2vec_embeddings(cfg, transfer_set, force=force)
+        tokenizer = w2v.tokenizer
+    model = build_bilstm(bc, num_labels, tokenizer, teacher, pair=pair,
+                         embedding_weights=None if w2v is None else w2v.weights)
     del teacher
-    collate = WordPieceCollate(tokenizer, bc.max_length)
+    collate = (PairWordPieceCollate if pair else WordPieceCollate)(tokenizer, bc.max_length)
     if bc.embedding_mode != "static":  # exact speed-up: see BiLSTMStudent.compact
         model.compact(vocabulary_ids(tokenizer, [transfer_set, *dsd.values()], bc.max_length))
     kd = logit_loss(bc.loss, bc.temperature)
@@ -300,6 +387,9 @@ def distill_bilstm(
     model = accelerator.unwrap_model(model).expand()
     with atomic_path(sdir / "model.pt") as tmp:
         torch.save(model.state_dict(), tmp)
+    if w2v is not None:  # the word vocabulary the weights index
+        with atomic_path(sdir / "tokenizer") as tmp:
+            tokenizer.save_pretrained(tmp)
     _write_csv(pd.DataFrame(fr.curve), sdir / "learning_curve.csv")
     dev_logits = predict_logits(model, dev, collate, 512, _bilstm_forward, accelerator).numpy()
     _write_predictions(dev, dev_logits, sdir / "dev_predictions.csv")
@@ -310,7 +400,8 @@ def distill_bilstm(
         test_score = score(cfg.task, dsd["test"]["label"], test_logits.argmax(-1))
     res = {
         "config_hash": key,
-        "model": f"BiLSTM (Tang et al. 2019), {bc.loss} loss",
+        "model": f"{'siamese ' if pair else ''}BiLSTM (Tang et al. 2019), {bc.loss} loss",
+        "embedding": bc.embedding if w2v is None else {"embedding": "word2vec", **w2v.stats},
         "dev_score": score(cfg.task, dev_labels, dev_logits.argmax(-1)),
         "test_score": test_score,
         "n_params": count_parameters(model),
