@@ -74,3 +74,33 @@ if cfg.augment.ablation and cfg.bilstm.enabled:
         ablation = augmentation_ablation(cfg, dsd, done={cfg.augment.transfer_set: bilstm}, force=force)
     report.record_stage(cfg, "augmentation_ablation", timer.seconds)
     print(ablation.drop(columns=["seconds"]).to_string(index=False))
+
+# %% [markdown]
+# ## Pea-KD: Shuffled Parameter Sharing and Pretraining with Teacher's Predictions
+#
+# With `peakd.enabled` (`PROFILE=peakd`), Cho & Kang (2020): each student is the teacher's
+# first `k` layers (`peakd.layers`); **SPS** appends `k` layers that share the lower layers'
+# parameters with query and key swapped (a 6-layer student: its top 3), doubling the depth at
+# no parameter cost; **PTP** first trains the student to predict whether the teacher is
+# confidently/unconfidently correct/wrong (threshold `peakd.ptp_threshold` on its softmax
+# confidence). Then KD with (1 − α) CE + α KL·T² + β MSE of the normalised [CLS] states
+# (`kdnb.peakd`). Every variant of `peakd.variants` trains on the same transfer set with the
+# same seeds (`peakd.seeds`); the table is written to `outputs/<task>/peakd.csv`.
+
+# %%
+if cfg.peakd.enabled:
+    from kdnb import peakd
+    from kdnb.utils import Timer
+
+    with Timer() as timer:
+        pea = peakd.peakd_comparison(cfg, transfer, dsd, force=force)
+    report.record_stage(cfg, "peakd", timer.seconds)
+    report.save_table(cfg, pea.table, "peakd")
+    pc = cfg.peakd
+    print(f"KD: (1 - {pc.alpha}) CE + {pc.alpha} KL·T² (T = {pc.temperature}) + {pc.beta} · MSE(normalised [CLS]); "
+          f"{pc.epochs} epochs (PTP: {pc.ptp_epochs}), AdamW lr {pc.learning_rate}, batch {pc.batch_size}; "
+          f"teacher dev {metric} {100 * pea.teacher_dev:.1f} %")
+    for r in pea.runs:
+        if r.ptp_counts:
+            print(f"{r.name}: PTP labels on the transfer set: {r.ptp_counts}")
+    print(pea.table.to_string(index=False))
