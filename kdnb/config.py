@@ -111,6 +111,121 @@ class BiLSTMConfig:
 
 
 @dataclass
+class BertStudentConfig:
+    """The small BERT student of Sučík (2020, §4.3); owned by :mod:`kdnb.bert_student`.
+
+    BERT with ``num_layers`` layers, ``hidden_size``, ``intermediate_size`` and ``num_heads``
+    (thesis: 5, 204, 750, 3); its input embeddings are the teacher's WordPiece matrix
+    (``V × E``) followed by a linear map ``E → hidden_size``. Trained on the teacher's logits
+    with ``loss`` (``ce``: soft cross-entropy at ``temperature``, the thesis' T = 3; ``kl``;
+    ``mse``), Adam (``weight_decay`` 0) lr 5e-4, batch 256, 60 epochs, the learning rate
+    warmed up linearly over ``warmup_epochs`` (10) then decayed linearly to 0, max length 128.
+    ``init: teacher`` copies the teacher's embeddings, first ``num_layers`` layers and pooler
+    (the PKD / Pea-KD setting; needs the teacher's hidden, intermediate and head sizes).
+    ``embedding_mode: static`` freezes the WordPiece matrix (the projection still trains).
+    """
+
+    enabled: bool = True
+    num_layers: int = 5
+    hidden_size: int = 204
+    intermediate_size: int = 750
+    num_heads: int = 3
+    init: str = "random"
+    embedding_mode: str = "non-static"
+    dropout: float = 0.1
+    loss: str = "ce"
+    temperature: float = 3.0
+    learning_rate: float = 5e-4
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    epochs: int = 60
+    warmup_epochs: float = 10.0
+    max_length: int = 128
+    evals_per_epoch: int = 1
+    grad_clip: Optional[float] = None
+    eval_batch_size: int = 512
+
+    def validate(self) -> None:
+        for k in ("num_layers", "hidden_size", "intermediate_size", "num_heads", "temperature", "learning_rate",
+                  "batch_size", "epochs", "max_length", "evals_per_epoch", "eval_batch_size"):
+            _positive(f"bert_student.{k}", getattr(self, k))
+        _positive("bert_student.grad_clip", self.grad_clip, allow_none=True)
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(f"key 'bert_student.hidden_size': must be a multiple of bert_student.num_heads, got "
+                              f"{self.hidden_size} and {self.num_heads}.")
+        _choice("bert_student.init", self.init, ("random", "teacher"))
+        _choice("bert_student.embedding_mode", self.embedding_mode, ("static", "non-static"))
+        _choice("bert_student.loss", self.loss, ("ce", "kl", "mse"))
+        _fraction("bert_student.dropout", self.dropout)
+        if self.weight_decay < 0:
+            raise ConfigError(f"key 'bert_student.weight_decay': must be >= 0, got {self.weight_decay!r}.")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ConfigError(f"key 'bert_student.warmup_epochs': must be in [0, bert_student.epochs = "
+                              f"{self.epochs}], got {self.warmup_epochs!r}.")
+
+
+@dataclass
+class KDAblationConfig:
+    """The KD-loss ablation of notebook 04 (:func:`kdnb.bert_student.kd_ablation`).
+
+    With ``enabled``, one BERT student per entry of ``methods``, each with the sizes,
+    optimiser and epochs of ``bert_student``, on the same transfer set:
+
+    * ``mse``: logit MSE (Tang et al. 2019); ``kl``: KL at ``bert_student.temperature`` with
+      T² (Hinton et al. 2015; the same gradients as the BERT student's soft cross-entropy,
+      whose run it reuses when ``bert_student.loss`` is ``ce`` or ``kl``);
+    * ``alpha_mix``: ``alpha`` · soft + (1 − ``alpha``) · gold-label CE (Hinton et al. 2015);
+    * ``pkd``: (1 − α) CE + α KL + ``pkd_beta`` · patient loss on normalised [CLS] states
+      (Sun et al. 2019);
+    * ``aguilar``: attention KL + [CLS] cosine, layers distilled bottom-up by
+      ``aguilar_schedule`` (``progressive`` | ``stacked``) over the first
+      ``aguilar_internal_fraction`` of the steps, then the soft targets (Aguilar et al. 2020);
+    * ``noisy``: the BERT student's loss on teacher logits ``z(1 + ξ)``, ``ξ ~ N(0,
+      noise_sigma²)`` on a ``noise_fraction`` of the rows (Sau & Balasubramanian 2016);
+    * ``ta``: teacher → teacher assistant (a BERT student of the ``ta_*`` sizes) → student,
+      each step with the BERT student's loss (Mirzadeh et al. 2020).
+    """
+
+    @staticmethod
+    def known_methods() -> tuple[str, ...]:
+        return ("mse", "kl", "alpha_mix", "pkd", "aguilar", "noisy", "ta")
+
+    enabled: bool = False
+    methods: list[str] = field(default_factory=lambda: list(KDAblationConfig.known_methods()))
+    alpha: float = 0.5
+    pkd_beta: float = 100.0
+    aguilar_schedule: str = "stacked"
+    aguilar_internal_fraction: float = 0.5
+    noise_sigma: float = 0.2
+    noise_fraction: float = 1.0
+    ta_num_layers: int = 6
+    ta_hidden_size: int = 512
+    ta_intermediate_size: int = 2048
+    ta_num_heads: int = 8
+
+    def validate(self) -> None:
+        known = self.known_methods()
+        bad = [m for m in self.methods if m not in known]
+        if bad or not self.methods or len(set(self.methods)) != len(self.methods):
+            raise ConfigError(f"key 'kd_ablation.methods': must list distinct methods from {', '.join(known)}; "
+                              f"got {self.methods!r}.")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"key 'kd_ablation.alpha': must be in [0, 1], got {self.alpha!r}.")
+        if not 0.0 <= self.noise_fraction <= 1.0:
+            raise ConfigError(f"key 'kd_ablation.noise_fraction': must be in [0, 1], got {self.noise_fraction!r}.")
+        for k in ("pkd_beta", "noise_sigma"):
+            if getattr(self, k) < 0:
+                raise ConfigError(f"key 'kd_ablation.{k}': must be >= 0, got {getattr(self, k)!r}.")
+        _choice("kd_ablation.aguilar_schedule", self.aguilar_schedule, ("progressive", "stacked"))
+        _fraction("kd_ablation.aguilar_internal_fraction", self.aguilar_internal_fraction)
+        for k in ("ta_num_layers", "ta_hidden_size", "ta_intermediate_size", "ta_num_heads"):
+            _positive(f"kd_ablation.{k}", getattr(self, k))
+        if self.ta_hidden_size % self.ta_num_heads:
+            raise ConfigError(f"key 'kd_ablation.ta_hidden_size': must be a multiple of kd_ablation.ta_num_heads, "
+                              f"got {self.ta_hidden_size} and {self.ta_num_heads}.")
+
+
+@dataclass
 class PeaKDConfig:
     """Pea-KD (Cho & Kang 2020) comparison of notebook 04; owned by :mod:`kdnb.peakd`.
 
@@ -385,6 +500,8 @@ class Config:
     train_limit: Optional[int] = None
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     bilstm: BiLSTMConfig = field(default_factory=BiLSTMConfig)
+    bert_student: BertStudentConfig = field(default_factory=BertStudentConfig)
+    kd_ablation: KDAblationConfig = field(default_factory=KDAblationConfig)
     peakd: PeaKDConfig = field(default_factory=PeaKDConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     probing: ProbingConfig = field(default_factory=ProbingConfig)

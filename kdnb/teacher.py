@@ -218,17 +218,26 @@ def _result_from_disk(tdir: Path, res: dict, reused: bool) -> TeacherResult:
     )
 
 
-def _write_csv(df: pd.DataFrame, path: Path) -> None:
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    """Write ``df`` to ``path`` as CSV without the index, atomically (:func:`kdnb.utils.atomic_path`)."""
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
 
 
-def _write_predictions(ds: datasets.Dataset, logits: np.ndarray, path: Path) -> None:
-    """CSV with ``idx, label, prediction, logit_0..logit_{C-1}``."""
+def write_predictions(ds: datasets.Dataset, logits: np.ndarray, path: Path) -> None:
+    """Write a model's predictions on ``ds`` as CSV: ``idx, label, prediction, logit_0..logit_{C-1}``.
+
+    Args:
+        ds: the rows predicted (``idx`` and ``label`` columns), in the order of ``logits``.
+        logits: ``(len(ds), C)`` float array; ``prediction`` is its argmax.
+    """
     df = pd.DataFrame({"idx": ds["idx"], "label": ds["label"], "prediction": logits.argmax(-1)})
     for c in range(logits.shape[1]):
         df[f"logit_{c}"] = logits[:, c]
-    _write_csv(df, path)
+    write_csv(df, path)
+
+
+_write_csv, _write_predictions = write_csv, write_predictions  # the names older callers import
 
 
 def write_glue_submission(ds: datasets.Dataset, predictions: np.ndarray, path: Path) -> None:

@@ -76,6 +76,65 @@ if cfg.augment.ablation and cfg.bilstm.enabled:
     print(ablation.drop(columns=["seconds"]).to_string(index=False))
 
 # %% [markdown]
+# ## BERT student
+#
+# The thesis' small BERT (Sučík 2020, §4.3): `bert_student.num_layers` layers of width
+# `hidden_size` (thesis: 5 × 204, intermediate 750, 3 heads, 2.42M parameters outside the
+# embeddings); its input embeddings are the teacher's WordPiece matrix projected linearly to
+# the student's width; trained on the teacher's soft targets (cross-entropy at T = 3; Adam
+# 5e-4, batch 256, 60 epochs with 10 warm-up epochs). `init: teacher` starts it from the
+# teacher's first layers instead (PKD / Pea-KD setting). Sentence pairs are encoded
+# `[CLS] a [SEP] b [SEP]`. The `cpu` profile leaves it off (tens of epochs on 2 cores);
+# `PROFILE=kdzoo` trains one.
+
+# %%
+bert = None
+if cfg.bert_student.enabled:
+    from kdnb.bert_student import distill_bert_student
+
+    bc = cfg.bert_student
+    bert = distill_bert_student(cfg, transfer, dsd, force=force)
+    if not bert.reused:
+        report.record_stage(cfg, "bert_student_training", bert.seconds)
+    report.record_model(cfg, "bert_student", n_params=bert.n_params, dev=bert.dev_score, test=bert.test_score,
+                        model=f"BERT student L={bc.num_layers} H={bc.hidden_size} (Sučík 2020), init {bc.init}",
+                        loss=f"{bc.loss} at T={bc.temperature:g}", n_params_non_embedding=bert.n_params_non_embedding,
+                        transfer_set=cfg.augment.transfer_set)
+    print(f"L={bc.num_layers}, H={bc.hidden_size}, I={bc.intermediate_size}, A={bc.num_heads}, init {bc.init}: "
+          f"{bert.n_params:,} parameters ({bert.n_params_non_embedding:,} outside the embeddings)")
+    print(f"{bc.loss} at T={bc.temperature:g}, {bc.epochs} epochs; dev {metric}: {100 * bert.dev_score:.1f} %")
+    print(bert.curve.round(4).to_string(index=False))
+
+# %% [markdown]
+# ## KD-loss ablation: one BERT student per method
+#
+# With `kd_ablation.enabled` (`PROFILE=kdzoo`), every method of `kd_ablation.methods` trains the
+# same BERT student (sizes, optimiser, epochs of `bert_student`) on the same transfer set:
+# logit MSE (Tang et al. 2019); KL at T with T² (Hinton et al. 2015; the BERT student's soft
+# cross-entropy has the same gradients, so its run is this row); α-mix with the gold labels
+# (Hinton et al. 2015); PKD, patient loss on normalised [CLS] states (Sun et al. 2019); KL
+# between attention distributions and cosine on [CLS], layers distilled bottom-up
+# (`aguilar_schedule`: progressive or stacked; Aguilar et al. 2020); noisy teacher logits
+# (Sau & Balasubramanian 2016); teacher → assistant → student (Mirzadeh et al. 2020). PKD and
+# Aguilar et al. run the frozen teacher forward in every step. The BiLSTM's row is shown for
+# comparison. Retention = student dev / teacher dev; agreement = dev sentences where the student
+# predicts the teacher's class, dev KL = KL(teacher ‖ student) at T = 1 on dev (both show how far
+# a student got where the task metric does not yet, e.g. MCC 0 for a one-class student); train
+# time: the wall time of the training loop (steps and dev evaluations), for `ta` the
+# assistant's included. Written to `outputs/<task>/kd_ablation.csv`.
+
+# %%
+if cfg.kd_ablation.enabled:
+    from kdnb.bert_student import kd_ablation
+    from kdnb.utils import Timer
+
+    with Timer() as timer:
+        kd_table = kd_ablation(cfg, transfer, dsd, done=bert, force=force,
+                               bilstm=bilstm if cfg.bilstm.enabled else None)
+    report.record_stage(cfg, "kd_ablation", timer.seconds)
+    print(kd_table.to_string(index=False))
+
+# %% [markdown]
 # ## Pea-KD: Shuffled Parameter Sharing and Pretraining with Teacher's Predictions
 #
 # With `peakd.enabled` (`PROFILE=peakd`), Cho & Kang (2020): each student is the teacher's

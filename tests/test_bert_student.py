@@ -1,0 +1,283 @@
+"""kdnb.bert_student: the small BERT student (shapes, E→H projection, init from the teacher),
+pair encoding, layer mapping, and tiny smoke-profile distillation runs (written, reused, every
+KD method of the ablation)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import datasets
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+from kdnb import bert_student as B
+from kdnb.config import load_config
+from kdnb.data import load_task, subsample
+from kdnb.errors import ConfigError
+from kdnb.teacher import resolve_model_path
+
+TINY = {"bert_student.num_layers": 2, "bert_student.hidden_size": 16, "bert_student.intermediate_size": 32,
+        "bert_student.num_heads": 2, "bert_student.epochs": 2, "bert_student.warmup_epochs": 0.5,
+        "bert_student.batch_size": 16, "bert_student.max_length": 32, "bert_student.eval_batch_size": 256,
+        "kd_ablation.ta_num_layers": 2, "kd_ablation.ta_hidden_size": 24, "kd_ablation.ta_intermediate_size": 48,
+        "kd_ablation.ta_num_heads": 2}
+
+
+@pytest.fixture
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(resolve_model_path(load_config("cola", "smoke").teacher.model_name_or_path))
+
+
+@pytest.fixture(scope="module")
+def dsd():
+    return load_task("cola", load_config("cola", "smoke").data_path)
+
+
+def _teacher(vocab: int, hidden=32, layers=3, heads=4, intermediate=64, seed=0):
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
+                                                    num_attention_heads=heads, intermediate_size=intermediate,
+                                                    num_labels=2)).eval()
+
+
+# ---- the model ----------------------------------------------------------------------------------
+def test_shapes_and_the_projected_teacher_embeddings():
+    torch.manual_seed(0)
+    w = torch.randn(50, 8)
+    m = B.BertStudent(w, num_labels=3, num_layers=2, hidden_size=12, intermediate_size=20, num_heads=3,
+                      dropout=0.0).eval()
+    ids = torch.randint(1, 50, (4, 7))
+    out = m(ids, torch.ones(4, 7, dtype=torch.long), output_hidden_states=True)
+    assert out.logits.shape == (4, 3)
+    assert len(out.hidden_states) == 3 and out.hidden_states[-1].shape == (4, 7, 12)
+    # the input embeddings are the teacher's V×E rows through a linear map E → H
+    assert torch.equal(m.embeddings.word.weight, w) and m.embeddings.projection.weight.shape == (12, 8)
+    want = w[ids] @ m.embeddings.projection.weight.T + m.embeddings.projection.bias
+    assert torch.allclose(m.embeddings(ids), want, atol=1e-6)
+    # BERT's own word table is replaced (one V×E matrix in the model), position/type embeddings apply
+    assert m.bert.get_input_embeddings() is m.embeddings
+    assert sum(p.numel() for p in m.parameters() if p.shape == (50, 8)) == 50 * 8
+    swapped = ids.clone()
+    swapped[:, [0, 1]] = swapped[:, [1, 0]]
+    assert not torch.allclose(m(ids).logits, m(swapped).logits)  # order matters: position embeddings
+    static = B.BertStudent(w, 2, 1, 12, 20, 3, trainable_embeddings=False)
+    assert not static.embeddings.word.weight.requires_grad and static.embeddings.projection.weight.requires_grad
+    with pytest.raises(ValueError, match="multiple of num_heads"):
+        B.BertStudent(w, 2, 1, 10, 20, 3)
+
+
+def test_thesis_student_has_the_thesis_parameter_count():
+    # Sučík (2020): L=5, H=204, I=750, A=3 → 2.42M parameters outside the embeddings
+    m = B.BertStudent(torch.zeros(30522, 384), num_labels=2)
+    per_layer = 4 * (204 * 204 + 204) + (204 * 750 + 750) + (750 * 204 + 204) + 2 * 2 * 204
+    assert m.non_embedding_parameters() == 5 * per_layer + (204 * 204 + 204) + (204 * 2 + 2)
+    assert round(m.non_embedding_parameters() / 1e6, 2) == 2.42
+
+
+def test_init_from_teacher_copies_the_first_layers(tokenizer):
+    teacher = _teacher(len(tokenizer), hidden=32, layers=3, heads=4, intermediate=64)
+    bc = load_config("cola", "smoke", overrides={"bert_student.num_layers": 2, "bert_student.hidden_size": 32,
+                                                 "bert_student.intermediate_size": 64, "bert_student.num_heads": 4,
+                                                 "bert_student.init": "teacher"}).bert_student
+    student = B.build_bert_student(bc, 2, teacher).eval()
+    for k in range(2):
+        ts, ss = teacher.bert.encoder.layer[k].state_dict(), student.bert.bert.encoder.layer[k].state_dict()
+        assert ts.keys() == ss.keys() and all(torch.equal(ts[n], ss[n]) for n in ts)
+    assert torch.equal(student.bert.bert.pooler.dense.weight, teacher.bert.pooler.dense.weight)
+    # identity projection: the student's layer-2 states are the teacher's layer-2 states
+    enc = tokenizer(["the cat sat on the mat .", "a dog"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        th = teacher(**enc, output_hidden_states=True).hidden_states
+        sh = student(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"], output_hidden_states=True)
+    assert torch.allclose(sh.hidden_states[2], th[2], atol=1e-5)
+    assert torch.allclose(sh.hidden_states[0], th[0], atol=1e-5)
+    # random init differs; sizes other than the teacher's are refused, naming the key
+    fresh = B.build_bert_student(dataclasses.replace(bc, init="random"), 2, teacher)
+    assert not torch.equal(fresh.bert.bert.encoder.layer[0].attention.self.query.weight,
+                           teacher.bert.encoder.layer[0].attention.self.query.weight)
+    with pytest.raises(ConfigError, match="bert_student.init"):
+        B.build_bert_student(dataclasses.replace(bc, hidden_size=16, num_heads=2, intermediate_size=32), 2, teacher)
+
+
+def test_layer_map_is_the_uniform_skip_mapping():
+    assert B.layer_map(5, 6) == [1, 2, 4, 5, 6]
+    assert B.layer_map(5, 6, include_last=False) == [1, 2, 4, 5]
+    assert B.layer_map(6, 12) == [2, 4, 6, 8, 10, 12]      # PKD-Skip
+    assert B.layer_map(3, 3) == [1, 2, 3]
+    with pytest.raises(ValueError, match="teacher layers"):
+        B.layer_map(7, 6)
+
+
+def test_collate_encodes_pairs_with_token_types(tokenizer):
+    rows = [{"sentence": "A man sleeps.", "sentence2": "Someone rests.", "label": 0, "teacher_logits": [1.0, 0.0]},
+            {"sentence": "Hi.", "sentence2": "Bye.", "label": -1, "teacher_logits": [0.0, 1.0]}]
+    b = B.BertStudentCollate(tokenizer, 64)(rows)
+    ids, types = b["input_ids"][0].tolist(), b["token_type_ids"][0].tolist()
+    assert ids[0] == tokenizer.cls_token_id and ids.count(tokenizer.sep_token_id) == 2
+    second = ids.index(tokenizer.sep_token_id) + 1                 # [CLS] a [SEP] | b [SEP]
+    assert set(types[:second]) == {0} and set(types[second:sum(b["attention_mask"][0].tolist())]) == {1}
+    assert b["labels"].tolist() == [0, -1] and b["teacher_logits"].shape == (2, 2)
+    single = B.BertStudentCollate(tokenizer, 4)([{"sentence": "one two three four five six"}])
+    assert single["input_ids"].shape == (1, 4) and "labels" not in single  # truncated to max_length
+
+
+# ---- distillation runs (smoke profile, a tiny random teacher) -----------------------------------
+def _setup(tmp_path, tokenizer, dsd, **over):
+    cfg = load_config("cola", "smoke", overrides={"output_dir": str(tmp_path / "out"), **TINY, **over})
+    teacher = _teacher(len(tokenizer))
+    mdir = cfg.out / "teacher" / "model"
+    teacher.save_pretrained(mdir)
+    tokenizer.save_pretrained(mdir)
+    (cfg.out / "teacher" / "result.json").write_text(json.dumps({"config_hash": "tiny", "dev_score": 0.25}))
+    train = subsample(dsd["train"], 48, 0)
+    logits = np.random.default_rng(0).normal(size=(48, 2)).astype(np.float32)
+    transfer = train.add_column("teacher_logits", logits.tolist(), feature=datasets.Sequence(datasets.Value("float32")))
+    small = datasets.DatasetDict({"train": train, "dev": subsample(dsd["dev"], 40, 0)})
+    return cfg, transfer, small
+
+
+def test_distill_bert_student_writes_and_reuses(tmp_path, tokenizer, dsd, one_thread):
+    cfg, transfer, small = _setup(tmp_path, tokenizer, dsd)
+    res = B.distill_bert_student(cfg, transfer, small)
+    sdir = cfg.out / "students" / "bert_student"
+    saved = json.loads((sdir / "result.json").read_text())
+    assert not res.reused and saved["dev_score"] == res.dev_score and saved["method"] is None
+    assert saved["sizes"] == {"num_layers": 2, "hidden_size": 16, "intermediate_size": 32, "num_heads": 2}
+    assert list(res.curve["epoch"]) == [1.0, 2.0] and len(pd.read_csv(sdir / "dev_predictions.csv")) == 40
+    assert not (sdir / "checkpoint").exists()
+    mtime = os.path.getmtime(sdir / "model.pt")
+    again = B.distill_bert_student(cfg, transfer, small)
+    assert again.reused and again.dev_score == res.dev_score and os.path.getmtime(sdir / "model.pt") == mtime
+    # the saved weights load back and give the recorded dev predictions
+    model = B.load_bert_student(cfg, "bert_student")
+    batch = B.BertStudentCollate(tokenizer, 32)([small["dev"][i] for i in range(40)])
+    with torch.no_grad():
+        pred = B._logits(model, batch).argmax(-1).numpy()
+    assert (pred == pd.read_csv(sdir / "dev_predictions.csv")["prediction"].to_numpy()).all()
+    # another temperature is another run
+    cfg2 = load_config("cola", "smoke", overrides={"output_dir": str(tmp_path / "out"), **TINY,
+                                                   "bert_student.temperature": 1.0})
+    assert not B.distill_bert_student(cfg2, transfer, small).reused
+
+
+def test_kd_ablation_runs_every_method_and_writes_the_table(tmp_path, tokenizer, dsd, one_thread):
+    cfg, transfer, small = _setup(tmp_path, tokenizer, dsd, **{"kd_ablation.aguilar_schedule": "progressive"})
+    main = B.distill_bert_student(cfg, transfer, small)
+    from kdnb.students import StudentResult
+
+    bilstm = StudentResult("bilstm", pd.DataFrame(), 0.1, None, 1_000_000, 12.0, True)
+    table = B.kd_ablation(cfg, transfer, small, done=main, bilstm=bilstm)
+    assert list(table["method"]) == ["mse", "mse", "kl", "alpha_mix", "pkd", "aguilar", "noisy", "ta"]
+    assert table["student"].iloc[0].startswith("BiLSTM") and table["retention (%)"].iloc[0] == 40.0  # 0.1 / 0.25
+    table = table.iloc[1:].reset_index(drop=True)
+    assert table.set_index("method").loc["kl", "dev MCC (%)"] == round(100 * main.dev_score, 1)
+    assert not (cfg.out / "students" / "bert_kd_kl").exists()          # the BERT student run is the kl row
+    for m in ("mse", "alpha_mix", "pkd", "aguilar", "noisy", "ta", "ta_assistant"):
+        assert (cfg.out / "students" / f"bert_kd_{m}" / "result.json").is_file(), m
+    ta = json.loads((cfg.out / "students" / "bert_kd_ta_assistant" / "result.json").read_text())
+    assert ta["sizes"]["hidden_size"] == 24                             # the assistant has the ta_* sizes
+    assert table.set_index("method").loc["ta", "train time (s)"] >= round(ta["seconds"], 1)
+    # the distinct objectives really differ: the students' losses are not all the same curve
+    losses = {m: pd.read_csv(cfg.out / "students" / f"bert_kd_{m}" / "learning_curve.csv")["train_loss"].iloc[0]
+              for m in ("mse", "alpha_mix", "pkd", "aguilar")}
+    assert len({round(v, 6) for v in losses.values()}) == 4
+    # reused on the second call
+    again = B.kd_ablation(cfg, transfer, small, done=main)
+    assert again.equals(table) and list(pd.read_csv(cfg.out / "kd_ablation.csv")["method"])[0] == "mse"
+
+
+def test_objectives_use_the_teacher_internals(tokenizer):
+    cfg = load_config("cola", "smoke", overrides={**TINY, "kd_ablation.pkd_beta": 0.0, "kd_ablation.alpha": 1.0})
+    teacher = _teacher(len(tokenizer)).requires_grad_(False)
+    teacher.set_attn_implementation("eager")
+    bc = cfg.bert_student
+    student = B.build_bert_student(bc, 2, teacher, "eager").eval()
+    rows = [{"sentence": s, "teacher_logits": [0.5, -0.5], "label": 1} for s in ("a b c", "the cat sat down")]
+    batch = B.BertStudentCollate(tokenizer, 32)(rows)
+    pkd_model = B.DistillationModel(student, [1], 32)
+    assert len(pkd_model.maps) == 1 and pkd_model.maps[0].in_features == 16 and pkd_model.maps[0].out_features == 32
+    pkd = B.make_objective(cfg, "pkd", teacher, student_layers=2)(pkd_model, batch)
+    kl = B.make_objective(cfg, "kl")(pkd_model, batch)
+    assert pkd.item() == pytest.approx(kl.item(), rel=1e-5)             # α = 1, β = 0: PKD is KL·T²
+    cfg_b = load_config("cola", "smoke", overrides={**TINY, "kd_ablation.pkd_beta": 10.0, "kd_ablation.alpha": 1.0})
+    assert B.make_objective(cfg_b, "pkd", teacher, student_layers=2)(pkd_model, batch).item() > kl.item()
+    # Aguilar: in the first stage only layer 1's internal terms count, no logit term
+    ag_model = B.DistillationModel(student, [1, 2], 32)
+    ag = B.make_objective(cfg, "aguilar", teacher, progress=lambda: 0.0, student_layers=2)
+    first = ag(ag_model, batch)
+    out = ag_model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], hidden=True, attentions=True)
+    t = teacher(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")},
+                output_hidden_states=True, output_attentions=True)
+    from kdnb import losses
+
+    want = (losses.attention_kl(out["attentions"][:1], torch.stack(t.attentions[1:2]), batch["attention_mask"])
+            + losses.cls_cosine(out["cls"][:1], t.hidden_states[2][:, 0].unsqueeze(0)))
+    assert first.item() == pytest.approx(want.item(), rel=1e-5)         # layer 1 ↔ teacher layer round(1·3/2) = 2
+    # progressive, after the layer stages: the logit loss alone (and no teacher pass)
+    cfg_s = load_config("cola", "smoke", overrides={**TINY, "kd_ablation.aguilar_schedule": "progressive"})
+    late = B.make_objective(cfg_s, "aguilar", teacher, progress=lambda: 0.99, student_layers=2)(ag_model, batch)
+    assert late.item() == pytest.approx(B.make_objective(cfg_s, None)(ag_model, batch).item(), rel=1e-6)
+
+
+# ---- configuration ----------------------------------------------------------------------------
+@pytest.mark.parametrize("over, msg", [
+    ({"bert_student.hidden_size": 100, "bert_student.num_heads": 3}, "multiple of bert_student.num_heads"),
+    ({"bert_student.init": "pretrained"}, "bert_student.init"),
+    ({"bert_student.loss": "l1"}, "bert_student.loss"),
+    ({"bert_student.warmup_epochs": 70}, "bert_student.warmup_epochs"),
+    ({"bert_student.colour": 1}, "unknown key 'bert_student.colour'"),
+    ({"kd_ablation.methods": ["mse", "mse"]}, "kd_ablation.methods"),
+    ({"kd_ablation.methods": ["dropout"]}, "kd_ablation.methods"),
+    ({"kd_ablation.alpha": 1.5}, "kd_ablation.alpha"),
+    ({"kd_ablation.aguilar_schedule": "random"}, "kd_ablation.aguilar_schedule"),
+    ({"kd_ablation.noise_sigma": -0.1}, "kd_ablation.noise_sigma"),
+    ({"kd_ablation.ta_hidden_size": 100, "kd_ablation.ta_num_heads": 3}, "kd_ablation.ta_hidden_size"),
+])
+def test_bad_bert_student_and_ablation_keys_are_rejected(over, msg):
+    with pytest.raises(ConfigError, match=msg):
+        load_config("cola", "cpu", overrides=over)
+
+
+def test_thesis_values_and_the_kdzoo_profile():
+    for task in ("cola", "sst2", "sara"):
+        t = load_config(task, "thesis").bert_student
+        assert (t.num_layers, t.hidden_size, t.intermediate_size, t.num_heads) == (5, 204, 750, 3)
+        assert (t.loss, t.temperature, t.learning_rate, t.batch_size, t.epochs, t.warmup_epochs, t.max_length) == \
+            ("ce", 3.0, 5e-4, 256, 60, 10.0, 128)
+        assert not load_config(task, "cpu").bert_student.enabled    # off in the default make report
+    zoo, cpu = load_config("cola", "kdzoo"), load_config("cola", "cpu")
+    assert zoo.kd_ablation.enabled and zoo.bert_student.enabled and set(zoo.kd_ablation.methods) == \
+        {"mse", "kl", "alpha_mix", "pkd", "aguilar", "noisy", "ta"}
+    # kdzoo extends cpu: same outputs, teacher, transfer set and BiLSTM (all reused)
+    assert zoo.out == cpu.out
+    assert zoo.section_hash("task", "seed", "train_limit", "teacher", "augment", "bilstm") == \
+        cpu.section_hash("task", "seed", "train_limit", "teacher", "augment", "bilstm")
+
+
+def test_teacher_fidelity_from_the_saved_predictions(tmp_path):
+    cfg = load_config("cola", "smoke", overrides={"output_dir": str(tmp_path)})
+    ln3 = float(np.log(3))
+    # teacher: p = (3/4, 1/4) and (1/2, 1/2); student: (1/2, 1/2) twice
+    t = pd.DataFrame({"idx": [0, 1], "label": [0, 1], "prediction": [0, 1], "logit_0": [ln3, 0.0], "logit_1": [0.0, 0.0]})
+    s = pd.DataFrame({"idx": [0, 1], "label": [0, 1], "prediction": [0, 0], "logit_0": [0.0, 0.0], "logit_1": [0.0, 0.0]})
+    assert B.teacher_fidelity(cfg, "s") is None                          # no prediction files yet
+    (cfg.out / "teacher").mkdir(parents=True)
+    (cfg.out / "students" / "s").mkdir(parents=True)
+    t.to_csv(cfg.out / "teacher" / "dev_predictions.csv", index=False)
+    s.to_csv(cfg.out / "students" / "s" / "dev_predictions.csv", index=False)
+    agreement, kl = B.teacher_fidelity(cfg, "s")
+    assert agreement == 0.5                                              # same class on 1 of 2 sentences
+    assert kl == pytest.approx((0.75 * np.log(1.5) + 0.25 * np.log(0.5)) / 2, rel=1e-6)  # KL(3/4,1/4 ‖ 1/2,1/2), 0
