@@ -17,6 +17,17 @@ SHARED_DATA = (PROJECT_ROOT / "../shared/data").resolve()
 
 
 @pytest.fixture
+def one_thread():
+    """Identical float results need the same number of intra-op threads in every run."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def smoke_cfg(tmp_path):
     """The smoke profile for CoLA, writing outputs and figures under ``tmp_path``."""
     return load_config("cola", "smoke", overrides={"output_dir": str(tmp_path / "out"),

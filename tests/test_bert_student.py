@@ -28,14 +28,6 @@ TINY = {"bert_student.num_layers": 2, "bert_student.hidden_size": 16, "bert_stud
         "kd_ablation.ta_num_heads": 2}
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tokenizer():
     return AutoTokenizer.from_pretrained(resolve_model_path(load_config("cola", "smoke").teacher.model_name_or_path))

@@ -23,15 +23,6 @@ from kdnb.distill import fit, make_accelerator
 from .conftest import SHARED_DATA
 
 
-@pytest.fixture
-def one_thread():
-    """Identical float results need the same number of intra-op threads in every run."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ---- fit on a tiny regression problem ---------------------------------------------------------
 def _regression(n: int = 70):
     g = torch.Generator().manual_seed(0)
