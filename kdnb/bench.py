@@ -295,14 +295,16 @@ def dev_score(cfg: Config, bm: BenchModel, tokenizer, dev, batch_size: int = 256
     """The task's metric of ``bm`` on the task's dev set (CPU), as a fraction."""
     preds = []
     sents = list(dev["sentence"])
+    seconds = list(dev["sentence2"]) if "sentence2" in dev.column_names else None  # pair tasks (RTE)
     with torch.inference_mode():
         for i in range(0, len(sents), batch_size):
             chunk = sents[i:i + batch_size]
             if bm.kind == "bilstm":
                 batch = make_inputs(tokenizer, chunk, cfg.bilstm.max_length)[REAL]["bilstm"]
-            else:
-                batch = dict(tokenizer(chunk, padding="longest", truncation=True, max_length=cfg.teacher.max_length,
-                                       return_tensors="pt"))
+            else:  # pairs as the teacher reads them: [CLS] a [SEP] b [SEP]
+                pair = [seconds[i:i + batch_size]] if seconds is not None else []
+                batch = dict(tokenizer(chunk, *pair, padding="longest", truncation=True,
+                                       max_length=cfg.teacher.max_length, return_tensors="pt"))
             preds.append(_forward(bm, batch).argmax(-1).numpy())
     return score(cfg.task, np.asarray(dev["label"]), np.concatenate(preds))
 

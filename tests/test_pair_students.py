@@ -101,3 +101,30 @@ def test_distill_bilstm_on_rte_pairs_with_word2vec(tmp_path):
     assert state["embedding.weight"].shape == (vocab, 10) and state["fc.weight"].shape == (6, 8 * 8)
     assert 0.0 <= res.dev_score <= 1.0 and len(res.curve) == 1
     assert distill_bilstm(cfg, transfer, dsd).reused
+
+
+def test_benchmark_scores_bert_models_on_sentence_pairs():
+    """kdnb.bench.dev_score reads RTE dev as the teacher does ([CLS] a [SEP] b [SEP]), not premises alone."""
+    from types import SimpleNamespace
+
+    from kdnb.bench import BenchModel, dev_score
+    from kdnb.config import load_config
+    from kdnb.data import load_task, score
+    from kdnb.teacher import load_tokenizer
+
+    class SecondSentenceLength(torch.nn.Module):
+        """Predicts 'not_entailment' (1) iff the second segment has more than 12 WordPieces."""
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            n2 = ((token_type_ids == 1) & (attention_mask == 1)).sum(-1).float()
+            return SimpleNamespace(logits=torch.stack([torch.full_like(n2, 12.5), n2], -1))
+
+    cfg = load_config("rte", "smoke")
+    tok = load_tokenizer(cfg)
+    dev = load_task("rte", cfg.data_path)["dev"].select(range(60))
+    n2 = np.array([len(tok.tokenize(s)) + 1 for s in dev["sentence2"]])  # + its [SEP]
+    want = score("rte", dev["label"], (n2 > 12.5).astype(int))
+    got = dev_score(cfg, BenchModel("m", SecondSentenceLength(), "bert", "trained", scored=True), tok, dev,
+                    batch_size=16)
+    assert got == pytest.approx(want)
+    assert 0 < (n2 > 12.5).sum() < len(n2)  # premises alone would give all 0 (no second segment)
