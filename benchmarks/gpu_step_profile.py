@@ -50,6 +50,44 @@ def _kernel_ms(step, batches, device) -> float:
     return total_us / 1000 / 20
 
 
+def _graphed_vs_eager(build, loss_fn, make_opt, batches, grad_clip, sync, prepare=None) -> dict:
+    """ms/step of :class:`kdnb.distill.CUDAGraphStep` against the same eager step (bf16), and the
+    largest weight difference after the same steps from the same init, dropout off (a check that
+    the replayed graphs train the model the eager loop trains)."""
+    import copy
+
+    import torch
+
+    from kdnb.distill import CUDAGraphStep
+
+    torch.manual_seed(0)
+    base = build()
+    for mod in base.modules():
+        if isinstance(mod, torch.nn.Dropout):
+            mod.p = 0.0
+    if prepare:
+        prepare(base)
+    out, weights = {}, {}
+    for graphs in (False, True):
+        m = copy.deepcopy(base)
+        opt = make_opt([p for p in m.parameters() if p.requires_grad])
+        step = CUDAGraphStep(m, loss_fn, opt, grad_clip=grad_clip, autocast_dtype=torch.bfloat16)
+        if not graphs:
+            step.eager_reason = "eager baseline"
+        check = batches[:40]
+        for b in check:
+            step(b)
+        sync()
+        weights[graphs] = [p.detach().float().clone() for p in m.parameters()]
+        out[f"{'CUDA graphs' if graphs else 'eager (same path)'} bf16"] = _timeit(step, batches, sync, warmup=0)
+        if graphs:
+            out["graphs captured"] = step.captures
+            out["graph fallback"] = step.eager_reason or "none"
+    out["max |w_graphs - w_eager| after 40 steps"] = max((a - b).abs().max().item()
+                                                         for a, b in zip(weights[True], weights[False]))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tiny", action="store_true")
@@ -125,7 +163,13 @@ def main(argv=None) -> int:
     r["kernel time (profiler), bf16"] = _kernel_ms(lstm_step, bb, device)
     r["kernel time (profiler), fp32 list"] = _kernel_ms(lambda b: lstm_step(b, autocast=False, as_list=True), bb,
                                                         device)
-    res["bilstm_ms_per_step"] = {k: round(v, 3) for k, v in r.items()}
+    if device.type == "cuda":  # CUDA graphs (kdnb.distill.CUDAGraphStep) on the sync-free path
+        r.update(_graphed_vs_eager(lambda: BiLSTMStudent(vocab, dim, 2, hid, fc).to(device).train(),
+                                   lambda m, b: mse(m(b["input_ids"], b["lengths"]), b["teacher_logits"]),
+                                   lambda ps: torch.optim.Adadelta(ps, lr=1.0, rho=0.95, capturable=True),
+                                   [{k: b[k] for k in ("input_ids", "lengths", "teacher_logits")} for b in bb],
+                                   30.0, sync, prepare=lambda m: setattr(m, "packed", False)))
+    res["bilstm_ms_per_step"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}
     print("BiLSTM ms/step:", json.dumps(res["bilstm_ms_per_step"], indent=1), flush=True)
 
     # ---- BERT student, thesis size, batch 256
@@ -153,6 +197,16 @@ def main(argv=None) -> int:
     if device.type == "cuda":
         step = make_step(bert, torch.optim.AdamW(bert.parameters(), lr=1e-4, fused=True))
         r["eager bf16 AdamW fused"] = _timeit(step, bt, sync)
+    if device.type == "cuda":
+        def bert_mask(b):  # 4-D bool mask (no host-side checks in transformers' mask code)
+            return {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"][:, None, None, :].bool(),
+                    "teacher_logits": b["teacher_logits"]}
+
+        r.update(_graphed_vs_eager(lambda: thesis_bert_student(2, len(tok)).to(device).train(),
+                                   lambda m, b: mse(m(input_ids=b["input_ids"],
+                                                      attention_mask=b["attention_mask"]).logits, b["teacher_logits"]),
+                                   lambda ps: torch.optim.AdamW(ps, lr=1e-4, fused=True, capturable=True),
+                                   [bert_mask(b) for b in bt], None, sync))
     if args.compile:
         t0 = time.perf_counter()
         cm = torch.compile(bert, dynamic=True)
@@ -162,7 +216,7 @@ def main(argv=None) -> int:
         r["torch.compile(dynamic) first step s"] = time.perf_counter() - t0
         r["torch.compile(dynamic) bf16 fused"] = _timeit(step, bt, sync, warmup=30)
         r["kernel time compiled"] = _kernel_ms(step, bt, device)
-    res["bert_ms_per_step"] = {k: round(v, 3) for k, v in r.items()}
+    res["bert_ms_per_step"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}
     print("BERT student ms/step:", json.dumps(res["bert_ms_per_step"], indent=1), flush=True)
 
     # ---- data loaders: batches/s with workers (rows from a datasets.Dataset, as in fit)
@@ -185,11 +239,15 @@ def main(argv=None) -> int:
 
     pre = ds.map(lambda b: {"input_ids": tok(b["sentence"], truncation=True, max_length=128)["input_ids"]},
                  batched=True, remove_columns=["sentence"])
-    from benchmarks.thesis_gpu import KDCollate
+    def on_the_fly(rows):  # tokenising in the collator (what PadCollate's pre-tokenised rows avoid)
+        enc = dict(tok([r["sentence"] for r in rows], padding=True, truncation=True, max_length=128,
+                       return_tensors="pt"))
+        enc["teacher_logits"] = torch.tensor([r["teacher_logits"] for r in rows])
+        return enc
 
     for workers in ((0,) if args.tiny else (4, 8)):
         for name, data, collate, b in (("BiLSTM WordPieceCollate", ds, WordPieceCollate(tok, 128), 50),
-                                       ("BERT on-the-fly tokenising", ds, KDCollate(tok, 128), 256),
+                                       ("BERT on-the-fly tokenising", ds, on_the_fly, 256),
                                        ("BERT pre-tokenised, pad only", pre, pad_collate, 256)):
             loader = DataLoader(data, batch_size=b, shuffle=True, collate_fn=collate, num_workers=workers,
                                 pin_memory=device.type == "cuda")

@@ -497,6 +497,7 @@ class Config:
     seed: int = 42
     mixed_precision: str = "no"
     num_workers: int = 0                # DataLoader worker processes for training and teacher logits
+    cuda_graphs: bool = False           # on a GPU: BiLSTM steps replayed as CUDA graphs (kdnb.distill.CUDAGraphStep)
     train_limit: Optional[int] = None
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     bilstm: BiLSTMConfig = field(default_factory=BiLSTMConfig)
@@ -798,6 +799,8 @@ def _validate(cfg: Config) -> None:
                           "bilstm.embedding: word2vec.")
     if not isinstance(cfg.num_workers, int) or cfg.num_workers < 0:
         raise ConfigError(f"key 'num_workers': must be an integer >= 0, got {cfg.num_workers!r}.")
+    if not isinstance(cfg.cuda_graphs, bool):
+        raise ConfigError(f"key 'cuda_graphs': must be true or false, got {cfg.cuda_graphs!r}.")
     for f in dataclasses.fields(cfg):
         section = getattr(cfg, f.name)
         if dataclasses.is_dataclass(section) and hasattr(section, "validate"):

@@ -42,12 +42,18 @@ class FitResult:
         resumed_epochs: number of epochs restored from the checkpoint instead of trained.
         resumed_batches: batches of the following epoch restored from a mid-epoch checkpoint
             (``save_steps``) instead of trained.
+        epoch_seconds: wall time of each epoch trained by this call (s), its evaluations and
+            checkpoint included (the first one also holds one-off costs such as graph captures).
+        cuda_graphs: with ``fit(cuda_graphs=True)`` on a GPU: ``steps``, ``captures`` (graphs
+            recorded, one per batch shape) and ``eager_reason`` (None, or why it fell back).
     """
 
     curve: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     resumed_epochs: int = 0
     resumed_batches: int = 0
+    cuda_graphs: Optional[dict] = None
+    epoch_seconds: list[float] = field(default_factory=list)
 
     @property
     def final_score(self) -> float:
@@ -69,6 +75,105 @@ def make_accelerator(mixed_precision: str = "no", gradient_accumulation_steps: i
     cpu = not torch.cuda.is_available()
     return Accelerator(mixed_precision="no" if cpu else mixed_precision, cpu=cpu,
                        gradient_accumulation_steps=gradient_accumulation_steps)
+
+
+class CUDAGraphStep:
+    """One training step (forward, backward, gradient clipping, optimiser step) captured into a
+    CUDA graph per batch shape and replayed (PyTorch "whole-network capture", ``torch.cuda.graph``).
+
+    Why: on short sentences a step of either student is bound by kernel launches, not by the
+    GPU's arithmetic (measured on an H100 with ``benchmarks/gpu_step_profile.py``: the BiLSTM at
+    batch 50 spends ≈ 1.9 ms in kernels of a ≈ 11 ms step, the thesis BERT student at batch 256
+    ≈ 5 ms of ≈ 38 ms); a replayed graph launches the whole step at once. Batches should be padded
+    to a few lengths (``pad_to_multiple_of`` in the collators), since each new shape
+    ``(name, shape, dtype)`` of the batch's tensors is captured once: a warm-up forward and
+    backward on a side stream (no optimiser step, so training is not changed), then the capture,
+    then the replay that performs the real step. The first step of a run is eager, so that the
+    optimiser's state exists before any capture.
+
+    Requirements (else :class:`ValueError`): a CUDA device; an optimiser built with
+    ``capturable=True`` (it may also be ``fused``); no learning-rate scheduler (its rate would be baked
+    into the graph); no fp16 (its loss scaler syncs); every value of the batch a tensor, and a
+    ``loss_fn`` without host synchronisation (e.g. the BiLSTM's unpacked path,
+    :meth:`kdnb.students.BiLSTMStudent.encode` with ``packed=False``). If a capture fails anyway
+    (an op that syncs), the step falls back to eager for the rest of the run and says so once.
+
+    ``step(batch)`` returns the loss ``()``: a static tensor that the next replay overwrites, so
+    read it (e.g. add it to a running sum) before the next step.
+    """
+
+    def __init__(self, model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict], torch.Tensor],
+                 optimizer: torch.optim.Optimizer, *, grad_clip: Optional[float] = None,
+                 autocast_dtype: Optional[torch.dtype] = None):
+        inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wraps it
+        if not torch.cuda.is_available():
+            raise ValueError("cuda_graphs needs a CUDA device.")
+        if not all(g.get("capturable") for g in inner.param_groups):
+            raise ValueError(f"cuda_graphs: build the optimiser {type(inner).__name__} with capturable=True.")
+        self.model, self.loss_fn, self.optimizer = model, loss_fn, inner
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.grad_clip, self.autocast_dtype = grad_clip, autocast_dtype
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, dict, torch.Tensor]] = {}
+        self.eager_reason: Optional[str] = None
+        self.steps = 0
+        self.captures = 0
+
+    def _eager(self, batch: dict) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None, cache_enabled=False):
+            loss = self.loss_fn(self.model, batch)
+        loss.backward()
+        if self.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip, foreach=True)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    def _capture(self, batch: dict) -> tuple[torch.cuda.CUDAGraph, dict, torch.Tensor]:
+        static = {k: v.clone() for k, v in batch.items()}
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up: forward and backward only, gradients thrown away
+            with torch.autocast("cuda", dtype=self.autocast_dtype or torch.float32,
+                                enabled=self.autocast_dtype is not None, cache_enabled=False):
+                loss = self.loss_fn(self.model, static)
+            loss.backward()
+        torch.cuda.current_stream().wait_stream(side)
+        self.optimizer.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            with torch.autocast("cuda", dtype=self.autocast_dtype or torch.float32,
+                                enabled=self.autocast_dtype is not None, cache_enabled=False):
+                static_loss = self.loss_fn(self.model, static)
+            static_loss.backward()
+            if self.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip, foreach=True)
+            self.optimizer.step()
+        self.captures += 1
+        return graph, static, static_loss.detach()
+
+    def __call__(self, batch: dict) -> torch.Tensor:
+        self.steps += 1
+        if self.steps == 1 or self.eager_reason is not None:
+            return self._eager(batch)
+        if not all(isinstance(v, torch.Tensor) for v in batch.values()):
+            raise ValueError("cuda_graphs: every value of a batch must be a tensor, got "
+                             f"{ {k: type(v).__name__ for k, v in batch.items() if not isinstance(v, torch.Tensor)} }.")
+        key = tuple((k, tuple(v.shape), v.dtype) for k, v in sorted(batch.items()))
+        if key not in self.graphs:
+            try:
+                self.graphs[key] = self._capture(batch)
+            except Exception as e:  # noqa: BLE001 (an op that syncs: run eager, say why once)
+                self.eager_reason = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+                print(f"[kdnb] cuda_graphs: capture failed, eager steps from here ({self.eager_reason})", flush=True)
+                torch.cuda.synchronize()
+                self.optimizer.zero_grad(set_to_none=True)
+                return self._eager(batch)
+        graph, static, loss = self.graphs[key]
+        for k, v in batch.items():
+            static[k].copy_(v, non_blocking=True)
+        graph.replay()
+        return loss
 
 
 def fit(
@@ -93,6 +198,7 @@ def fit(
     save_steps: Optional[int] = None,
     num_workers: int = 0,
     pin_memory: Optional[bool] = None,
+    cuda_graphs: bool = False,
 ) -> FitResult:
     """Train ``model`` for ``epochs`` epochs, evaluating and checkpointing as it goes.
 
@@ -127,15 +233,26 @@ def fit(
         num_workers: ``DataLoader`` worker processes that collate batches (0: in this process).
         pin_memory: page-locked host batches for faster copies to the GPU (None: on when the
             accelerator's device is CUDA).
+        cuda_graphs: on a CUDA device, replay each step as a CUDA graph (:class:`CUDAGraphStep`;
+            the optimiser must be ``capturable``, no scheduler, no gradient accumulation, bf16
+            or fp32, one process); ignored on a CPU. ``FitResult.cuda_graphs`` reports the
+            captures (or why it ran eager).
 
     Returns:
         :class:`FitResult` with the learning curve; ``curve[i]["step"]`` counts optimiser steps.
 
     Raises:
         ValueError: ``batch_size`` is not a multiple of the gradient accumulation steps, or
-            ``save_steps`` / ``num_workers`` is out of range.
+            ``save_steps`` / ``num_workers`` is out of range, or ``cuda_graphs`` on a CUDA
+            device with a scheduler, accumulation, fp16 or several processes.
     """
     accum = int(accelerator.gradient_accumulation_steps)
+    graphs = cuda_graphs and accelerator.device.type == "cuda"
+    if graphs and (scheduler is not None or accum != 1 or accelerator.mixed_precision == "fp16"
+                   or accelerator.num_processes != 1):
+        raise ValueError("cuda_graphs needs no scheduler, gradient_accumulation_steps 1, bf16 or no mixed "
+                         f"precision and one process; got scheduler={scheduler is not None}, accumulation {accum}, "
+                         f"{accelerator.mixed_precision}, {accelerator.num_processes} processes.")
     if batch_size % accum:
         raise ValueError(f"batch_size {batch_size} is not a multiple of gradient_accumulation_steps {accum} "
                          "(each optimiser step must see batch_size examples).")
@@ -179,6 +296,10 @@ def fit(
         where = f"epoch {start_epoch}" + (f" and {skip_batches} batches" if skip_batches else "")
         accelerator.print(f"{desc}: resumed from checkpoint after {where}")
 
+    graph_step = None
+    if graphs:
+        graph_step = CUDAGraphStep(model, loss_fn, optimizer, grad_clip=grad_clip,
+                                   autocast_dtype=torch.bfloat16 if accelerator.mixed_precision == "bf16" else None)
     batches_per_epoch = len(loader)
     steps_per_epoch = math.ceil(batches_per_epoch / accum)  # optimiser steps
     eval_points = {min(batches_per_epoch, math.ceil(batches_per_epoch * (k + 1) / evals_per_epoch))
@@ -198,16 +319,19 @@ def fit(
             bar = tqdm(epoch_loader, desc=f"{desc} epoch {epoch + 1}/{epochs}", leave=False, initial=skip,
                        total=batches_per_epoch, disable=not accelerator.is_local_main_process)
             for batch_no, batch in enumerate(bar, start=skip + 1):
-                with accelerator.accumulate(model):
-                    with accelerator.autocast():
-                        loss = loss_fn(model, batch)
-                    accelerator.backward(loss)
-                    if grad_clip is not None and accelerator.sync_gradients:
-                        accelerator.clip_grad_norm_(model.parameters(), grad_clip)
-                    optimizer.step()
-                    if scheduler is not None:
-                        scheduler.step()
-                    optimizer.zero_grad()
+                if graph_step is not None:
+                    loss = graph_step(batch)
+                else:
+                    with accelerator.accumulate(model):
+                        with accelerator.autocast():
+                            loss = loss_fn(model, batch)
+                        accelerator.backward(loss)
+                        if grad_clip is not None and accelerator.sync_gradients:
+                            accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+                        optimizer.step()
+                        if scheduler is not None:
+                            scheduler.step()
+                        optimizer.zero_grad()
                 run_sum += loss.detach().double()
                 n_running += 1
                 step = epoch * steps_per_epoch + math.ceil(batch_no / accum)
@@ -232,7 +356,11 @@ def fit(
                                      batches_done=batch_no, running=(run_sum.item(), n_running))
             running, n_running = 0.0, 0
             _save_checkpoint(accelerator, ckpt_dir, epoch + 1, result.curve, resume_key)
+            result.epoch_seconds.append(round(timer.elapsed() - sum(result.epoch_seconds), 3))
     result.seconds = timer.seconds
+    if graph_step is not None:
+        result.cuda_graphs = {"steps": graph_step.steps, "captures": graph_step.captures,
+                              "eager_reason": graph_step.eager_reason}
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         curve_file = ckpt_dir.with_name(ckpt_dir.name + ".curve.json")

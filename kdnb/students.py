@@ -71,6 +71,8 @@ class BiLSTMStudent(nn.Module):
                 f"embedding_weights has shape {tuple(embedding_weights.shape)}, expected {(vocab_size, embedding_dim)}"
             )
         self.embedding_mode = embedding_mode
+        # False: final states without pack_padded_sequence (no host sync; for CUDA graphs)
+        self.packed = True
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
         if embedding_weights is not None:
             self.embedding.weight.data.copy_(embedding_weights)
@@ -149,9 +151,36 @@ class BiLSTMStudent(nn.Module):
         if self.static_embedding is not None:
             x = torch.cat([x, self.static_embedding(input_ids)], dim=-1)
         x = self.dropout(x)
+        if not self.packed:
+            return self._final_states_unpacked(x, lengths)
         packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
         _, (h_n, _) = self.lstm(packed)  # h_n: (2, B, H)
         return torch.cat([h_n[0], h_n[1]], dim=-1)
+
+    def _final_states_unpacked(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The packed BiLSTM's final states without packing, so without a host sync (what a CUDA
+        graph needs; :class:`kdnb.distill.CUDAGraphStep`): the forward direction runs over the
+        right-padded ``x`` ``(B, T, E)`` and is read at position ``length − 1``; the backward
+        direction runs forwards over each sequence reversed in place (its first ``length``
+        positions flipped, padding kept behind) and is read at the same position. Padding comes
+        after the read positions in both scans, so they equal the packed ones. ``(B, 2H)``."""
+        B, T, _ = x.shape
+        last = (lengths.clamp(min=1, max=T) - 1).unsqueeze(1)  # (B, 1)
+        pos = torch.arange(T, device=x.device).unsqueeze(0)  # (1, T)
+        rev = torch.where(pos <= last, last - pos, pos)  # (B, T)
+        x_rev = x.gather(1, rev.unsqueeze(-1).expand_as(x))
+        H = self.lstm.hidden_size
+        read = last.unsqueeze(-1).expand(B, 1, H)
+        zeros = x.new_zeros(1, B, H)
+        states = []
+        for sfx, inp in (("", x), ("_reverse", x_rev)):
+            weights = [getattr(self.lstm, n + sfx) for n in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0",
+                                                               "bias_hh_l0")]
+            # one direction with this direction's weights; unlike a module call this never
+            # re-flattens (re-allocates) the parameters, which a captured graph points into
+            out, _, _ = torch._VF.lstm(inp, (zeros, zeros), weights, True, 1, 0.0, self.training, False, True)
+            states.append(out.gather(1, read).squeeze(1))
+        return torch.cat(states, dim=-1)
 
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, C)`` for token ids ``(B, T)`` (right-padded) with true lengths ``(B,)``."""
@@ -174,20 +203,23 @@ class WordPieceCollate:
     """Batch rows for the BiLSTM: WordPiece ids without [CLS]/[SEP], right-padded.
 
     Returns a dict with ``input_ids`` ``(B, T)`` long, ``lengths`` ``(B,)`` long and, where the
-    rows have them, ``teacher_logits`` ``(B, C)`` float and ``labels`` ``(B,)`` long.
+    rows have them, ``teacher_logits`` ``(B, C)`` float and ``labels`` ``(B,)`` long. ``T`` is
+    the longest length rounded up to ``pad_to_multiple_of`` (1: no rounding; 8 with CUDA graphs).
     """
 
-    def __init__(self, tokenizer, max_length: int):
+    def __init__(self, tokenizer, max_length: int, pad_to_multiple_of: int = 1):
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.pad_id = tokenizer.pad_token_id or 0
+        self.multiple = pad_to_multiple_of
 
     def __call__(self, rows: list[dict]) -> dict:
         enc = self.tokenizer([r["sentence"] for r in rows], add_special_tokens=False, truncation=True,
                              max_length=self.max_length)["input_ids"]
         enc = [ids or [self.tokenizer.unk_token_id] for ids in enc]
         lengths = torch.tensor([len(ids) for ids in enc])
-        ids = torch.full((len(enc), int(lengths.max())), self.pad_id, dtype=torch.long)
+        width = -(-int(lengths.max()) // self.multiple) * self.multiple  # few shapes: one CUDA graph each
+        ids = torch.full((len(enc), width), self.pad_id, dtype=torch.long)
         for i, seq in enumerate(enc):
             ids[i, : len(seq)] = torch.tensor(seq)
         batch = {"input_ids": ids, "lengths": lengths}
@@ -315,6 +347,7 @@ class StudentResult:
     n_params: int
     seconds: float
     reused: bool
+    epoch_seconds: Optional[list] = None  # per trained epoch (s); the first holds one-off costs
 
 
 def _bilstm_forward(model, batch: dict) -> torch.Tensor:
@@ -364,13 +397,18 @@ def distill_bilstm(
     model = build_bilstm(bc, num_labels, tokenizer, teacher, pair=pair,
                          embedding_weights=None if w2v is None else w2v.weights)
     del teacher
-    collate = (PairWordPieceCollate if pair else WordPieceCollate)(tokenizer, bc.max_length)
+    # CUDA graphs (thesis profile on a GPU): unpacked LSTM (no host sync), lengths padded to
+    # multiples of 8 (few graph shapes), a capturable optimiser; the same model and updates
+    graphs = cfg.cuda_graphs and torch.cuda.is_available() and bc.gradient_accumulation_steps == 1
+    collate = (PairWordPieceCollate if pair else WordPieceCollate)(tokenizer, bc.max_length,
+                                                                   pad_to_multiple_of=8 if graphs else 1)
     if bc.embedding_mode != "static":  # exact speed-up: see BiLSTMStudent.compact
         model.compact(vocabulary_ids(tokenizer, [transfer_set, *dsd.values()], bc.max_length))
+    model.packed = not graphs
     kd = logit_loss(bc.loss, bc.temperature)
     accelerator = make_accelerator(cfg.mixed_precision, bc.gradient_accumulation_steps)
     optimizer = torch.optim.Adadelta([p for p in model.parameters() if p.requires_grad],
-                                     lr=bc.learning_rate, rho=bc.rho)
+                                     lr=bc.learning_rate, rho=bc.rho, capturable=graphs)
     dev = dsd["dev"]
     dev_labels = np.array(dev["label"])
 
@@ -383,8 +421,11 @@ def distill_bilstm(
              loss_fn=lambda m, b: kd(_bilstm_forward(m, b), b["teacher_logits"]), optimizer=optimizer,
              epochs=bc.epochs, evaluate=evaluate, seed=cfg.seed, ckpt_dir=sdir / "checkpoint",
              accelerator=accelerator, evals_per_epoch=bc.evals_per_epoch, grad_clip=bc.grad_clip,
-             resume_key=key, desc=name, save_steps=bc.save_steps, num_workers=cfg.num_workers)
+             resume_key=key, desc=name, save_steps=bc.save_steps, num_workers=cfg.num_workers, cuda_graphs=graphs)
+    if fr.cuda_graphs:
+        print(f"[kdnb] {name}: CUDA graphs {fr.cuda_graphs}", flush=True)
     model = accelerator.unwrap_model(model).expand()
+    model.packed = True
     with atomic_path(sdir / "model.pt") as tmp:
         torch.save(model.state_dict(), tmp)
     if w2v is not None:  # the word vocabulary the weights index
@@ -406,6 +447,7 @@ def distill_bilstm(
         "test_score": test_score,
         "n_params": count_parameters(model),
         "seconds": fr.seconds,
+        "epoch_seconds": fr.epoch_seconds,
         "transfer_set_size": len(transfer_set),
     }
     write_json(sdir / "result.json", res)
@@ -415,4 +457,4 @@ def distill_bilstm(
 def _student_from_disk(name: str, sdir: Path, res: dict, reused: bool) -> StudentResult:
     return StudentResult(name=name, curve=pd.read_csv(sdir / "learning_curve.csv"), dev_score=res["dev_score"],
                          test_score=res["test_score"], n_params=res["n_params"], seconds=res["seconds"],
-                         reused=reused)
+                         reused=reused, epoch_seconds=res.get("epoch_seconds"))

@@ -81,5 +81,9 @@ class Timer:
         self.seconds = 0.0
         return self
 
+    def elapsed(self) -> float:
+        """Seconds since the block was entered (while it runs)."""
+        return time.perf_counter() - self._t0
+
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self._t0

@@ -169,3 +169,27 @@ def test_student_killed_mid_epoch_resumes_to_identical_metrics(tmp_path, one_thr
     w_whole = torch.load(cfg.out / "students" / "whole" / "model.pt")
     assert w_resumed.keys() == w_whole.keys()
     assert all(torch.equal(w_resumed[k], w_whole[k]) for k in w_whole)
+
+
+def test_epoch_seconds_and_cuda_graphs_on_a_cpu(tmp_path, one_thread):
+    """fit reports one wall time per trained epoch; cuda_graphs is ignored without a GPU (the
+    same weights as without it), and CUDAGraphStep itself refuses to run without one."""
+    from kdnb.distill import CUDAGraphStep
+
+    x, y, rows = _regression(40)
+    weights = []
+    for graphs in (False, True):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(5, 1)
+        opt = torch.optim.Adadelta(model.parameters(), capturable=graphs and torch.cuda.is_available())
+        res = fit(model, train_set=rows, collate_fn=_collate, batch_size=8,
+                  loss_fn=lambda m, b: torch.nn.functional.mse_loss(m(b["x"]), b["y"]), optimizer=opt, epochs=2,
+                  evaluate=lambda m: 0.0, seed=1, ckpt_dir=tmp_path / f"g{graphs}", accelerator=make_accelerator(),
+                  cuda_graphs=graphs)
+        assert len(res.epoch_seconds) == 2 and all(s > 0 for s in res.epoch_seconds)
+        assert res.cuda_graphs is None  # no GPU: eager steps, nothing captured
+        weights.append(model.weight.detach().clone())
+    assert torch.equal(*weights)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA device"):
+            CUDAGraphStep(model, lambda m, b: m(b["x"]).sum(), opt)

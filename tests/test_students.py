@@ -74,3 +74,47 @@ def test_compact_embeddings_train_exactly_like_the_full_matrix(mode):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
     with pytest.raises(ValueError, match="padding id"):
         BiLSTMStudent(20, 4, 2).compact(torch.tensor([3, 4]))
+
+
+@pytest.mark.parametrize("cls", ["single", "siamese"])
+def test_unpacked_final_states_equal_the_packed_ones(cls):
+    """The sync-free path for CUDA graphs (no pack_padded_sequence) gives the packed BiLSTM's
+    logits and gradients, whatever the padding."""
+    from kdnb.students import SiameseBiLSTMStudent
+
+    torch.manual_seed(0)
+    ids = torch.randint(1, 50, (5, 9))
+    lengths = torch.tensor([9, 3, 1, 6, 2])
+    for i, n in enumerate(lengths):
+        ids[i, n:] = 0
+    if cls == "single":
+        model, args = BiLSTMStudent(50, 8, 3, hidden_size=6, fc_size=5), (ids, lengths)
+    else:
+        model = SiameseBiLSTMStudent(50, 8, 3, hidden_size=6, fc_size=5)
+        args = (ids, lengths, ids.flip(0)[:, :7], lengths.flip(0).clamp(max=7))
+    out, grads = {}, {}
+    for packed in (True, False):
+        model.packed = packed
+        model.zero_grad()
+        out[packed] = model(*args)
+        out[packed].pow(2).sum().backward()
+        grads[packed] = [p.grad.clone() for p in model.parameters()]
+    assert torch.allclose(out[True], out[False], atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads[True], grads[False]))
+    # more padding changes nothing on the unpacked path either
+    wide = torch.cat([ids, torch.zeros(5, 7, dtype=torch.long)], 1)
+    if cls == "single":
+        assert torch.allclose(model(wide, lengths), out[False], atol=1e-6)
+
+
+def test_wordpiece_collate_pads_to_a_multiple():
+    from kdnb.config import load_config
+    from kdnb.teacher import load_tokenizer
+
+    tok = load_tokenizer(load_config("cola", "smoke"))
+    rows = [{"sentence": "The cat sat on the mat."}, {"sentence": "Dogs bark."}]
+    plain = WordPieceCollate(tok, max_length=64)(rows)
+    b = WordPieceCollate(tok, max_length=64, pad_to_multiple_of=8)(rows)
+    assert b["input_ids"].shape == (2, 8) and plain["input_ids"].shape[1] == int(plain["lengths"].max()) < 8
+    assert torch.equal(b["input_ids"][:, : plain["input_ids"].shape[1]], plain["input_ids"])
+    assert (b["input_ids"][:, plain["input_ids"].shape[1]:] == (tok.pad_token_id or 0)).all()
