@@ -17,11 +17,13 @@ export PYTHONWARNINGS ?= ignore::DeprecationWarning
 QUIET = TQDM_DISABLE=1 HF_DATASETS_DISABLE_PROGRESS_BARS=1 TRANSFORMERS_VERBOSITY=error PYTHONWARNINGS=ignore
 PIPELINE_ARGS = --task $(TASK) --profile $(PROFILE) $(if $(FORCE),--force) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(ARGS)
 
-.PHONY: help setup report probing test lab notebooks clean
+TASKS   ?= cola sst2 sara
+
+.PHONY: help setup report thesis probing test lab notebooks clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
-	@echo "  variables: TASK=cola|sst2|sara  PROFILE=cpu|smoke|thesis  FORCE=1  DATA_DIR=path  ARGS="--set teacher.epochs=1""
+	@echo "  variables: TASK=cola|sst2|sara|rte  TASKS=\"cola sst2 sara\"  PROFILE=cpu|smoke|thesis|ablation|kdzoo|peakd  FORCE=1  DATA_DIR=path  ARGS=\"--set teacher.epochs=1\""
 
 setup: $(VENV)/.installed ## create .venv with the pinned requirements (torch==2.13.0) and kdnb editable
 
@@ -34,6 +36,13 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 report: setup ## run the notebooks for TASK with PROFILE into outputs/<task>/ and thesis_figures/
 	$(PY) -m kdnb.pipeline $(PIPELINE_ARGS)
+
+thesis: setup ## every task of TASKS with PROFILE, then thesis_figures/index.md + results.csv (all tables and figures)
+	@set -e; for t in $(TASKS); do \
+	  echo "[make thesis] $$t"; \
+	  $(PY) -m kdnb.pipeline --task $$t --profile $(PROFILE) $(if $(FORCE),--force) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(ARGS); \
+	done
+	$(PY) -m kdnb.report --tasks $(TASKS) --profile $(PROFILE) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 probing: setup ## only the SentEval probing notebook (05) for TASK, on the saved teacher and students
 	$(PY) -m kdnb.pipeline $(PIPELINE_ARGS) --only 05
