@@ -99,7 +99,9 @@ class CUDAGraphStep:
     (an op that syncs), the step falls back to eager for the rest of the run and says so once.
 
     ``step(batch)`` returns the loss ``()``: a static tensor that the next replay overwrites, so
-    read it (e.g. add it to a running sum) before the next step.
+    read it (e.g. add it to a running sum) before the next step. A capture's warm-up draws from
+    the dropout RNG, so with dropout a run resumed from a checkpoint (which captures again) is
+    not bit-identical to an uninterrupted one; without dropout (the thesis BiLSTM) it is.
     """
 
     def __init__(self, model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict], torch.Tensor],
