@@ -320,17 +320,144 @@ def explore_bilstm(cfg: Config, transfer, dsd, n_trials: Optional[int] = None, t
     return study
 
 
+def bert_num_heads(hidden_size: int) -> int:
+    """The attention heads ``A`` of a BERT student of width ``H``: the divisor of ``H`` whose
+    head size ``H / A`` is closest to 64 (BERT's; the thesis' 204 / 3 = 68, Sučík 2020, §4.3),
+    the larger head size on a tie. E.g. 96 → 2, 204 → 3, 384 → 6, 768 → 12.
+
+    Raises:
+        ValueError: ``hidden_size < 1``.
+    """
+    if hidden_size < 1:
+        raise ValueError(f"hidden_size must be >= 1, got {hidden_size}")
+    divisors = [a for a in range(1, hidden_size + 1) if hidden_size % a == 0]
+    return min(divisors, key=lambda a: (abs(hidden_size / a - 64), a))
+
+
+def bert_intermediate_size(hidden_size: int) -> int:
+    """The feed-forward size ``I`` of a BERT student of width ``H``: ``round(H · 750 / 204)``,
+    the thesis' ratio (204 → 750, ≈ 3.7; Sučík 2020, §4.3)."""
+    return round(hidden_size * 750 / 204)
+
+
+def explore_bert_student(cfg: Config, transfer, dsd, n_trials: Optional[int] = None,
+                         timeout_s: Optional[float] = None):
+    """Explore the BERT student's size and learning rate with optuna (TPE sampler, seed ``cfg.seed``).
+
+    Sučík (2020), §"Choosing student size": the thesis scored BERT students of several depths
+    and widths and drew the dev score as a map over layers × width. This samples, for the
+    BERT student of notebook 04 (:func:`kdnb.bert_student.distill_bert_student`, the loss,
+    optimiser, embeddings and transfer set of ``bert_student``):
+
+    * ``num_layers`` L ∈ {1, …, ``analysis.optuna_bert_max_layers``} (default 5, the thesis');
+    * ``hidden_size`` H ∈ ``analysis.optuna_bert_widths`` (default 96, 204, 384; heads
+      :func:`bert_num_heads`, intermediate size :func:`bert_intermediate_size`);
+    * ``learning_rate`` ∈ [1e-4, 2e-3] (log scale; the thesis' 5e-4 in the middle).
+
+    With ``bert_student.init: teacher`` (PKD / Pea-KD initialisation from the teacher's first
+    L layers) the student must have the teacher's width, intermediate size and heads, so only
+    ``num_layers`` (≤ the teacher's layers and ``optuna_bert_max_layers``) and ``learning_rate``
+    are sampled; ``hidden_size`` is then the teacher's (a one-value choice, so the table and the
+    size map keep their columns).
+
+    The study is ``bert_student-<task>-<space>`` in the SQLite file :func:`study_path` (beside
+    the BiLSTM's study), ``<space>`` naming the search space, e.g. ``L5-H96-204-384`` (and
+    ``-init-teacher``): another grid or init starts another study instead of mixing trials of
+    different spaces (which optuna refuses). A killed run resumes: completed trials are kept
+    and only the missing ones (up to ``n_trials`` completed, default
+    ``analysis.optuna_bert_trials``) are run, within ``timeout_s`` seconds (default
+    ``analysis.optuna_timeout_s``; None: no limit).
+
+    Each trial distils for ``analysis.optuna_epochs`` epochs (the warm-up scaled to keep its
+    share ``bert_student.warmup_epochs / bert_student.epochs`` of the steps) and is scored by
+    its best dev score over the evaluations. A trial is trained as student
+    ``../optuna/bert_student-<space>-trial-NNN``, so under ``<out>/optuna/`` beside the
+    BiLSTM's trials, not among the students; its ``model.pt`` is deleted after scoring.
+
+    Args:
+        transfer: the transfer set (rows with ``sentence``, ``teacher_logits`` ``(C,)``).
+        dsd: the task's splits (``dev`` is scored).
+
+    Returns:
+        The ``optuna.Study``; each completed trial has user attributes ``final_dev``,
+        ``n_params`` (all parameters), ``n_params_non_embedding`` (the thesis' count) and
+        ``seconds`` (training and dev evaluations).
+
+    Raises:
+        StageInputError: no fine-tuned teacher (notebook 03).
+        ConfigError: a sampled configuration is invalid for ``bert_student`` (e.g. its
+            ``warmup_epochs``), naming the key.
+    """
+    import dataclasses
+    import logging
+
+    import optuna
+    from transformers import AutoConfig
+
+    from .bert_student import distill_bert_student
+    from .errors import StageInputError
+    from .teacher import teacher_dir
+
+    n_trials = cfg.analysis.optuna_bert_trials if n_trials is None else n_trials
+    timeout_s = cfg.analysis.optuna_timeout_s if timeout_s is None else timeout_s
+    bc = cfg.bert_student
+    from_teacher = bc.init == "teacher"
+    if from_teacher:
+        mdir = teacher_dir(cfg) / "model"
+        if not mdir.is_dir():
+            raise StageInputError(f"{mdir}: no fine-tuned teacher; run notebooks/03_teacher first.")
+        tc = AutoConfig.from_pretrained(mdir)
+        max_layers = min(cfg.analysis.optuna_bert_max_layers, tc.num_hidden_layers)
+        sizes = {tc.hidden_size: (tc.num_attention_heads, tc.intermediate_size)}  # H: (A, I)
+    else:
+        max_layers = cfg.analysis.optuna_bert_max_layers
+        sizes = {h: (bert_num_heads(h), bert_intermediate_size(h)) for h in cfg.analysis.optuna_bert_widths}
+    space = f"L{max_layers}-H{'-'.join(map(str, sizes))}" + ("-init-teacher" if from_teacher else "")
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(logging.WARNING)
+    study = optuna.create_study(study_name=f"bert_student-{cfg.task}-{space}",
+                                storage=f"sqlite:///{study_path(cfg)}", direction="maximize",
+                                load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=cfg.seed))
+    epochs = cfg.analysis.optuna_epochs
+
+    def objective(trial: "optuna.Trial") -> float:
+        layers = trial.suggest_int("num_layers", 1, max_layers)
+        hidden = trial.suggest_categorical("hidden_size", list(sizes))
+        tbc = dataclasses.replace(
+            bc, num_layers=layers, hidden_size=hidden, num_heads=sizes[hidden][0], intermediate_size=sizes[hidden][1],
+            learning_rate=trial.suggest_float("learning_rate", 1e-4, 2e-3, log=True),
+            epochs=epochs, warmup_epochs=bc.warmup_epochs * epochs / bc.epochs)
+        tbc.validate()
+        name = f"bert_student-{space}-trial-{trial.number:03d}"
+        res = distill_bert_student(dataclasses.replace(cfg, bert_student=tbc), transfer, dsd,
+                                   name=f"../optuna/{name}")
+        (cfg.out / "optuna" / name / "model.pt").unlink(missing_ok=True)
+        trial.set_user_attr("final_dev", res.dev_score)
+        trial.set_user_attr("n_params", res.n_params)
+        trial.set_user_attr("n_params_non_embedding", res.n_params_non_embedding)
+        trial.set_user_attr("seconds", res.seconds)
+        return float(res.curve["dev_score"].max())
+
+    done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    if n_trials > done:
+        study.optimize(objective, n_trials=n_trials - done, timeout=timeout_s, gc_after_trial=True)
+    return study
+
+
 def study_table(study) -> pd.DataFrame:
     """The completed trials of an optuna study: ``trial``, the sampled parameters, ``best dev``
-    (the objective, as a fraction), ``parameters (M)`` and ``seconds``; best first."""
+    (the objective, as a fraction), ``parameters (M)``, ``non-embedding (M)`` (where the trials
+    recorded it: BERT students) and ``seconds``; best first."""
     import optuna
 
     rows = []
     for t in study.trials:
         if t.state != optuna.trial.TrialState.COMPLETE:
             continue
+        non_emb = t.user_attrs.get("n_params_non_embedding")
         rows.append({"trial": t.number, **t.params, "best dev": t.value,
                      "parameters (M)": t.user_attrs.get("n_params", np.nan) / 1e6,
+                     **({"non-embedding (M)": non_emb / 1e6} if non_emb is not None else {}),
                      "seconds": t.user_attrs.get("seconds")})
     df = pd.DataFrame(rows)
     return df.sort_values("best dev", ascending=False).reset_index(drop=True) if len(df) else df

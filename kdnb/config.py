@@ -454,7 +454,13 @@ class AnalysisConfig:
     ``bench_repeats`` timed batches (``bench_large_repeats`` for BERT-large, which takes about a
     minute per batch of 256 on two cores). ``bench_threads: null`` pins PyTorch to all the cores
     this process may use. ``bench_sentences``: ``cola`` times on CoLA dev sentences (as the
-    thesis' comparison), ``task`` on the task's own dev set.
+    thesis' comparison), ``task`` on the task's own dev set. ``optuna_trials`` /
+    ``optuna_bert_trials``: completed trials of the BiLSTM's and the BERT student's optuna
+    studies (:func:`kdnb.analysis.explore_bilstm`, :func:`kdnb.analysis.explore_bert_student`;
+    0: skip), each trained for ``optuna_epochs`` epochs, a study stopping after
+    ``optuna_timeout_s`` seconds (None: no limit); the BERT student's study samples its width
+    from ``optuna_bert_widths`` (thesis' student: 204) and its depth from 1 to
+    ``optuna_bert_max_layers`` (thesis' student: 5).
     """
 
     bench: bool = True
@@ -469,19 +475,27 @@ class AnalysisConfig:
     bench_threads: Optional[int] = None
     bench_sentences: str = "cola"
     optuna_trials: int = 0
+    optuna_bert_trials: int = 0
+    optuna_bert_widths: list[int] = field(default_factory=lambda: [96, 204, 384])
+    optuna_bert_max_layers: int = 5
     optuna_epochs: int = 2
     optuna_timeout_s: Optional[float] = None
 
     def validate(self) -> None:
         for k in ("bench_batch_size", "bench_max_length", "bench_repeats", "bench_large_repeats",
-                  "optuna_epochs"):
+                  "optuna_epochs", "optuna_bert_max_layers"):
             _positive(f"analysis.{k}", getattr(self, k))
+        if not self.optuna_bert_widths or any(not isinstance(h, int) or isinstance(h, bool) or h <= 0
+                                              for h in self.optuna_bert_widths):
+            raise ConfigError(f"key 'analysis.optuna_bert_widths': must be a non-empty list of integers > 0, "
+                              f"got {self.optuna_bert_widths!r}.")
         _positive("analysis.bench_threads", self.bench_threads, allow_none=True)
         _positive("analysis.optuna_timeout_s", self.optuna_timeout_s, allow_none=True)
         if self.bench_warmup < 0:
             raise ConfigError(f"key 'analysis.bench_warmup': must be >= 0, got {self.bench_warmup!r}.")
-        if self.optuna_trials < 0:
-            raise ConfigError(f"key 'analysis.optuna_trials': must be >= 0, got {self.optuna_trials!r}.")
+        for k in ("optuna_trials", "optuna_bert_trials"):
+            if getattr(self, k) < 0:
+                raise ConfigError(f"key 'analysis.{k}': must be >= 0, got {getattr(self, k)!r}.")
         _choice("analysis.bench_sentences", self.bench_sentences, ("cola", "task"))
 
 

@@ -14,7 +14,8 @@
 # The results table (ours beside the thesis' numbers, Sučík 2020), stage runtimes, the
 # learning curves, the analysis of the models' dev predictions (`kdnb.analysis`), the
 # efficiency benchmark (`kdnb.bench`) and, when `analysis.optuna_trials` > 0, a hyperparameter
-# exploration of the BiLSTM student; tables go to `outputs/<task>/`, figures to `thesis_figures/`.
+# exploration of the BiLSTM student (`analysis.optuna_bert_trials` > 0: the BERT student's size
+# map); tables go to `outputs/<task>/`, figures to `thesis_figures/`.
 
 # %% tags=["parameters"]
 task = "cola"
@@ -200,3 +201,35 @@ if len(trials):
                                 f"best dev {metric} by BiLSTM width and embedding")
     size_map_png = report.save_figure(cfg, fig, "bilstm_size_map")
 size_map_png
+
+# %% [markdown]
+# ## BERT student size map (optuna)
+#
+# As the thesis' §"Choosing student size" (Sučík 2020): BERT students of
+# 1–`analysis.optuna_bert_max_layers` layers and widths `analysis.optuna_bert_widths`, and
+# their learning rate, each distilled for `analysis.optuna_epochs` epochs with the loss, optimiser
+# and transfer set of `bert_student` (with `bert_student.init: teacher` only depth and learning
+# rate: the width is the teacher's). Runs when `analysis.optuna_bert_trials` > 0; the study
+# lives in `outputs/<task>/optuna.db` beside the BiLSTM's and resumes where it stopped.
+
+# %%
+if cfg.analysis.optuna_bert_trials > 0:
+    from kdnb.augment import load_transfer_set
+    from kdnb.data import load_task
+
+    transfer = load_transfer_set(cfg)  # the transfer set of notebook 04 (augment.transfer_set)
+    bert_study = analysis.explore_bert_student(cfg, transfer, load_task(cfg.task, cfg.data_path))
+    bert_trials = analysis.study_table(bert_study)
+    report.save_table(cfg, bert_trials, "optuna_bert_trials")
+else:
+    bert_trials = pd.DataFrame()
+bert_trials
+
+# %%
+bert_size_map_png = None
+if len(bert_trials):
+    bert_trials["best dev (%)"] = 100 * bert_trials["best dev"]
+    fig = figures.plot_size_map(bert_trials, "hidden_size", "num_layers", "best dev (%)", cfg.task,
+                                f"best dev {metric} by BERT student width and depth")
+    bert_size_map_png = report.save_figure(cfg, fig, "bert_student_size_map")
+bert_size_map_png

@@ -300,3 +300,90 @@ def test_optuna_exploration_is_resumable(tmp_path):
     assert set(table["width"]) <= set(analysis.WIDTHS)
     assert table["best dev"].is_monotonic_decreasing
     assert {"learning_rate", "batch_size", "embedding", "embedding_mode", "parameters (M)"} <= set(table.columns)
+
+
+def _optuna_stand_in(tmp_path, **overrides):
+    """Smoke config under ``tmp_path``, the packaged BERT (untrained head) as the teacher, 64 dev
+    sentences and a transfer set of 32 training sentences with random teacher logits."""
+    import datasets
+    from transformers import AutoModelForSequenceClassification
+
+    from kdnb.data import load_task
+    from kdnb.teacher import load_tokenizer, resolve_model_path
+    from kdnb.utils import write_json
+
+    cfg = load_config("cola", "smoke", overrides={"output_dir": str(tmp_path / "out"), **overrides})
+    tdir = cfg.out / "teacher" / "model"
+    AutoModelForSequenceClassification.from_pretrained(resolve_model_path(cfg.teacher.model_name_or_path),
+                                                       num_labels=2).save_pretrained(tdir)
+    load_tokenizer(cfg).save_pretrained(tdir)
+    write_json(cfg.out / "teacher" / "result.json", {"config_hash": "test"})
+    dsd = load_task("cola", cfg.data_path)
+    dsd["dev"] = dsd["dev"].select(range(64))
+    rng = np.random.default_rng(0)
+    transfer = dsd["train"].select(range(32))
+    transfer = transfer.add_column("teacher_logits", rng.normal(size=(32, 2)).astype("float32").tolist(),
+                                   feature=datasets.Sequence(datasets.Value("float32")))
+    return cfg, transfer, dsd
+
+
+def test_bert_student_size_rules():
+    assert [analysis.bert_num_heads(h) for h in (32, 64, 96, 204, 384, 768)] == [1, 1, 2, 3, 6, 12]
+    assert analysis.bert_intermediate_size(204) == 750 and analysis.bert_intermediate_size(96) == 353
+    with pytest.raises(ConfigError, match="analysis.optuna_bert_trials"):
+        load_config("cola", "smoke", overrides={"analysis.optuna_bert_trials": -1})
+    with pytest.raises(ConfigError, match="analysis.optuna_bert_widths"):
+        load_config("cola", "smoke", overrides={"analysis.optuna_bert_widths": [64, 0]})
+
+
+def test_bert_student_size_exploration_is_resumable(tmp_path):
+    from kdnb.utils import read_json
+
+    cfg, transfer, dsd = _optuna_stand_in(tmp_path, **{"analysis.optuna_epochs": 1, "bert_student.batch_size": 16})
+    assert cfg.analysis.optuna_bert_trials == 2  # the smoke profile's budget, what notebook 06 runs
+    assert cfg.analysis.optuna_bert_widths == [32, 64] and cfg.analysis.optuna_bert_max_layers == 2
+    study = analysis.explore_bert_student(cfg, transfer, dsd)
+    assert study.study_name == "bert_student-cola-L2-H32-64"
+    assert len(study.trials) == 2
+    for t in study.trials:
+        tdir = cfg.out / "optuna" / f"bert_student-L2-H32-64-trial-{t.number:03d}"
+        sizes = read_json(tdir / "result.json")["sizes"]
+        h, heads = t.params["hidden_size"], analysis.bert_num_heads(t.params["hidden_size"])
+        assert sizes == {"num_layers": t.params["num_layers"], "hidden_size": h, "num_heads": heads,
+                         "intermediate_size": analysis.bert_intermediate_size(h)}
+        assert 1e-4 <= t.params["learning_rate"] <= 2e-3
+        assert (tdir / "learning_curve.csv").is_file() and not (tdir / "model.pt").exists()
+        assert t.value == pytest.approx(pd.read_csv(tdir / "learning_curve.csv")["dev_score"].max())
+    assert not (cfg.out / "students" / "bert_student").exists()  # trials stay out of the students' folder
+    again = analysis.explore_bert_student(cfg, transfer, dsd, n_trials=2)  # resumed: nothing to do
+    assert [t.datetime_start for t in again.trials] == [t.datetime_start for t in study.trials]
+    table = analysis.study_table(again)
+    assert {"num_layers", "hidden_size", "learning_rate", "best dev", "parameters (M)", "non-embedding (M)",
+            "seconds"} <= set(table.columns)
+    assert set(table["trial"]) == {0, 1} and table["best dev"].is_monotonic_decreasing
+    assert set(table["num_layers"]) <= {1, 2} and set(table["hidden_size"]) <= {32, 64}
+    rows = table.to_dict("records")
+    for a in rows:  # a student at least as deep and as wide has more non-embedding parameters
+        for b in rows:
+            if a["num_layers"] >= b["num_layers"] and a["hidden_size"] >= b["hidden_size"] and \
+                    (a["num_layers"], a["hidden_size"]) != (b["num_layers"], b["hidden_size"]):
+                assert a["non-embedding (M)"] > b["non-embedding (M)"]
+
+    table["best dev (%)"] = 100 * table["best dev"]
+    fig = figures.plot_size_map(table, "hidden_size", "num_layers", "best dev (%)", "cola", "size map")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(h) for h in sorted(set(table["hidden_size"]))]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [str(n) for n in sorted(set(table["num_layers"]))]
+    cells = {(int(r.num_layers), int(r.hidden_size)) for r in table.itertuples()}
+    assert len(ax.texts) == len(cells)  # one annotated cell per explored (layers, width)
+    assert ax.get_xlabel() == "hidden_size" and ax.get_ylabel() == "num_layers"
+
+
+def test_bert_student_exploration_with_teacher_init_samples_depth_only(tmp_path):
+    cfg, transfer, dsd = _optuna_stand_in(tmp_path, **{"analysis.optuna_epochs": 1, "bert_student.batch_size": 16,
+                                                       "bert_student.init": "teacher"})
+    study = analysis.explore_bert_student(cfg, transfer, dsd, n_trials=1)
+    assert study.study_name == "bert_student-cola-L2-H384-init-teacher"  # the teacher's width, its own study
+    (trial,) = study.trials
+    assert trial.params["hidden_size"] == 384 and trial.params["num_layers"] in (1, 2)
+    assert trial.distributions["hidden_size"].choices == (384,)
