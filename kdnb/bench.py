@@ -183,7 +183,15 @@ def collect_models(cfg: Config, tokenizer, num_labels: int, *, bert_large_too: b
     out[-1].name = f"teacher ({layers} layers, {cfg.teacher.model_name_or_path.split(':')[-1]})"
     students: list[BenchModel] = []
     for sdir in sorted((cfg.out / "students").glob("*")):
-        if (sdir / "model" / "config.json").is_file():
+        sizes = (read_json(sdir / "result.json") or {}).get("sizes")
+        if sdir.name == "bert_student" and sizes and (sdir / "model.pt").is_file():
+            # notebook 04's BERT student (kdnb.bert_student); the KD-ablation students share its size
+            from .bert_student import load_bert_student
+
+            m = load_bert_student(cfg, sdir.name, teacher)
+            label = f"BERT student (L={sizes.get('num_layers')}, H={sizes.get('hidden_size')})"
+            students.append(BenchModel(label, m, "bert", "trained", scored=True))
+        elif (sdir / "model" / "config.json").is_file():
             m = AutoModelForSequenceClassification.from_pretrained(sdir / "model").eval()
             students.append(BenchModel(f"BERT student ({sdir.name})", m, "bert", "trained", scored=True))
         elif (sdir / "model.pt").is_file() and not (sdir / "tokenizer").is_dir():

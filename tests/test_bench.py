@@ -123,3 +123,37 @@ def test_efficiency_table_end_to_end(tmp_path, monkeypatch, capsys):
     assert script.main(argv + [a for s in sets for a in ("--set", s)]) == 0
     printed = capsys.readouterr().out
     assert "BiLSTM int8" in printed and "torch_threads': 1" in printed
+
+
+def test_the_trained_bert_student_is_benchmarked_and_quantised(tmp_path):
+    """Notebook 04's BERT student (kdnb.bert_student: model.pt + result.json sizes) enters the
+    efficiency table as itself, scored, with an int8 copy — not the random thesis-size stand-in."""
+    from transformers import AutoModelForSequenceClassification
+
+    from kdnb.bert_student import build_bert_student
+    from kdnb.teacher import resolve_model_path
+    from kdnb.utils import write_json
+
+    cfg = load_config("cola", "smoke", overrides={"output_dir": str(tmp_path / "out")})
+    teacher = AutoModelForSequenceClassification.from_pretrained(resolve_model_path(cfg.teacher.model_name_or_path),
+                                                                 num_labels=2)  # no fine-tuned one here
+    tok = load_tokenizer(cfg)
+    bc = cfg.bert_student
+    torch.manual_seed(0)
+    student = build_bert_student(bc, 2, teacher)
+    sdir = cfg.out / "students" / "bert_student"
+    sdir.mkdir(parents=True)
+    torch.save(student.state_dict(), sdir / "model.pt")
+    write_json(sdir / "result.json", {"sizes": {k: getattr(bc, k) for k in (
+        "num_layers", "hidden_size", "intermediate_size", "num_heads")}})
+    models = bench.collect_models(cfg, tok, 2, bert_large_too=False, quantised=True)
+    names = [m.name for m in models]
+    label = f"BERT student (L={bc.num_layers}, H={bc.hidden_size})"
+    assert label in names and f"{label} int8" in names
+    assert not any("thesis size" in n for n in names)
+    got = next(m for m in models if m.name == label)
+    assert got.weights == "trained" and got.scored and got.n_params == sum(p.numel() for p in student.parameters())
+    ids = torch.tensor([[101, 2023, 2003, 102]])
+    with torch.no_grad():
+        assert torch.allclose(got.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits,
+                              student.eval()(input_ids=ids, attention_mask=torch.ones_like(ids)).logits)
