@@ -123,6 +123,7 @@ class BertStudentConfig:
     ``init: teacher`` copies the teacher's embeddings, first ``num_layers`` layers and pooler
     (the PKD / Pea-KD setting; needs the teacher's hidden, intermediate and head sizes).
     ``embedding_mode: static`` freezes the WordPiece matrix (the projection still trains).
+    ``method`` (None: ``loss``) trains notebook 04's student with one of the KD-ablation methods.
     """
 
     enabled: bool = True
@@ -144,8 +145,13 @@ class BertStudentConfig:
     evals_per_epoch: int = 1
     grad_clip: Optional[float] = None
     eval_batch_size: int = 512
+    # notebook 04's objective: None = ``loss`` above; or a KD method of kd_ablation (e.g. alpha_mix:
+    # α · soft targets + (1 − α) · gold labels, with kd_ablation.alpha), see kdnb.bert_student.make_objective
+    method: Optional[str] = None
 
     def validate(self) -> None:
+        if self.method is not None:
+            _choice("bert_student.method", self.method, KDAblationConfig.known_methods())
         for k in ("num_layers", "hidden_size", "intermediate_size", "num_heads", "temperature", "learning_rate",
                   "batch_size", "epochs", "max_length", "evals_per_epoch", "eval_batch_size"):
             _positive(f"bert_student.{k}", getattr(self, k))

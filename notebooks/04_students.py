@@ -93,12 +93,12 @@ if cfg.bert_student.enabled:
     from kdnb.bert_student import distill_bert_student
 
     bc = cfg.bert_student
-    bert = distill_bert_student(cfg, transfer, dsd, force=force)
+    bert = distill_bert_student(cfg, transfer, dsd, method=bc.method, force=force)
     if not bert.reused:
         report.record_stage(cfg, "bert_student_training", bert.seconds)
     report.record_model(cfg, "bert_student", n_params=bert.n_params, dev=bert.dev_score, test=bert.test_score,
                         model=f"BERT student L={bc.num_layers} H={bc.hidden_size} (Sučík 2020), init {bc.init}",
-                        loss=f"{bc.loss} at T={bc.temperature:g}", n_params_non_embedding=bert.n_params_non_embedding,
+                        loss=f"{bc.method or bc.loss} at T={bc.temperature:g}", n_params_non_embedding=bert.n_params_non_embedding,
                         transfer_set=cfg.augment.transfer_set)
     print(f"L={bc.num_layers}, H={bc.hidden_size}, I={bc.intermediate_size}, A={bc.num_heads}, init {bc.init}: "
           f"{bert.n_params:,} parameters ({bert.n_params_non_embedding:,} outside the embeddings)")
