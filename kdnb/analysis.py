@@ -430,7 +430,7 @@ def explore_bert_student(cfg: Config, transfer, dsd, n_trials: Optional[int] = N
         tbc.validate()
         name = f"bert_student-{space}-trial-{trial.number:03d}"
         res = distill_bert_student(dataclasses.replace(cfg, bert_student=tbc), transfer, dsd,
-                                   name=f"../optuna/{name}")
+                                   name=f"../optuna/{name}", method=tbc.method)
         (cfg.out / "optuna" / name / "model.pt").unlink(missing_ok=True)
         trial.set_user_attr("final_dev", res.dev_score)
         trial.set_user_attr("n_params", res.n_params)
