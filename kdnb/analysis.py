@@ -308,11 +308,26 @@ def explore_bilstm(cfg: Config, transfer, dsd, n_trials: Optional[int] = None, t
             epochs=cfg.analysis.optuna_epochs)
         tcfg = dataclasses.replace(cfg, bilstm=bc)
         res = distill_bilstm(tcfg, transfer, dsd, name=f"../optuna/trial-{trial.number:03d}")
-        (cfg.out / "optuna" / f"trial-{trial.number:03d}" / "model.pt").unlink(missing_ok=True)
-        trial.set_user_attr("final_dev", res.dev_score)
-        trial.set_user_attr("n_params", res.n_params)
-        trial.set_user_attr("seconds", res.seconds)
-        return float(res.curve["dev_score"].max())
+        return _finish_trial(trial, res, cfg.out / "optuna" / f"trial-{trial.number:03d}")
+
+    return _optimize(study, objective, n_trials, timeout_s)
+
+
+def _finish_trial(trial, res, trial_dir: Path) -> float:
+    """Drop the trial's weights, keep its sizes, scores and time as user attributes, and return
+    its objective: the best dev score of its learning curve (the thesis keeps the best checkpoint)."""
+    (trial_dir / "model.pt").unlink(missing_ok=True)
+    trial.set_user_attr("final_dev", res.dev_score)
+    trial.set_user_attr("n_params", res.n_params)
+    if getattr(res, "n_params_non_embedding", None) is not None:
+        trial.set_user_attr("n_params_non_embedding", res.n_params_non_embedding)
+    trial.set_user_attr("seconds", res.seconds)
+    return float(res.curve["dev_score"].max())
+
+
+def _optimize(study, objective, n_trials: int, timeout_s: Optional[float]):
+    """Run the trials still missing for ``n_trials`` completed ones (a resumed study keeps its own)."""
+    import optuna
 
     done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     if n_trials > done:
@@ -431,17 +446,9 @@ def explore_bert_student(cfg: Config, transfer, dsd, n_trials: Optional[int] = N
         name = f"bert_student-{space}-trial-{trial.number:03d}"
         res = distill_bert_student(dataclasses.replace(cfg, bert_student=tbc), transfer, dsd,
                                    name=f"../optuna/{name}", method=tbc.method)
-        (cfg.out / "optuna" / name / "model.pt").unlink(missing_ok=True)
-        trial.set_user_attr("final_dev", res.dev_score)
-        trial.set_user_attr("n_params", res.n_params)
-        trial.set_user_attr("n_params_non_embedding", res.n_params_non_embedding)
-        trial.set_user_attr("seconds", res.seconds)
-        return float(res.curve["dev_score"].max())
+        return _finish_trial(trial, res, cfg.out / "optuna" / name)
 
-    done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    if n_trials > done:
-        study.optimize(objective, n_trials=n_trials - done, timeout=timeout_s, gc_after_trial=True)
-    return study
+    return _optimize(study, objective, n_trials, timeout_s)
 
 
 def study_table(study) -> pd.DataFrame:

@@ -120,14 +120,22 @@ class CUDAGraphStep:
         self.steps = 0
         self.captures = 0
 
-    def _eager(self, batch: dict) -> torch.Tensor:
+    def _loss(self, batch: dict) -> torch.Tensor:
+        """Forward and loss under autocast without its weight cache (as graph capture needs)."""
         with torch.autocast("cuda", dtype=self.autocast_dtype or torch.float32,
                             enabled=self.autocast_dtype is not None, cache_enabled=False):
-            loss = self.loss_fn(self.model, batch)
-        loss.backward()
+            return self.loss_fn(self.model, batch)
+
+    def _update(self) -> None:
+        """Gradient clipping (foreach: no host sync) and the optimiser step."""
         if self.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip, foreach=True)
         self.optimizer.step()
+
+    def _eager(self, batch: dict) -> torch.Tensor:
+        loss = self._loss(batch)
+        loss.backward()
+        self._update()
         self.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
 
@@ -136,21 +144,14 @@ class CUDAGraphStep:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up: forward and backward only, gradients thrown away
-            with torch.autocast("cuda", dtype=self.autocast_dtype or torch.float32,
-                                enabled=self.autocast_dtype is not None, cache_enabled=False):
-                loss = self.loss_fn(self.model, static)
-            loss.backward()
+            self._loss(static).backward()
         torch.cuda.current_stream().wait_stream(side)
         self.optimizer.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            with torch.autocast("cuda", dtype=self.autocast_dtype or torch.float32,
-                                enabled=self.autocast_dtype is not None, cache_enabled=False):
-                static_loss = self.loss_fn(self.model, static)
+            static_loss = self._loss(static)
             static_loss.backward()
-            if self.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip, foreach=True)
-            self.optimizer.step()
+            self._update()
         self.captures += 1
         return graph, static, static_loss.detach()
 
