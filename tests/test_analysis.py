@@ -268,26 +268,7 @@ def test_html_report_appends_figures_no_cell_showed(smoke_cfg):
 
 
 def test_optuna_exploration_is_resumable(tmp_path):
-    import datasets
-    from transformers import AutoModelForSequenceClassification
-
-    from kdnb.data import load_task
-    from kdnb.teacher import load_tokenizer, resolve_model_path
-    from kdnb.utils import write_json
-
-    cfg = load_config("cola", "smoke", overrides={"output_dir": str(tmp_path / "out"), "analysis.optuna_epochs": 1,
-                                                   "bilstm.batch_size": 16})
-    tdir = cfg.out / "teacher" / "model"  # stand-in teacher: the packaged model, untrained head
-    AutoModelForSequenceClassification.from_pretrained(resolve_model_path(cfg.teacher.model_name_or_path),
-                                                       num_labels=2).save_pretrained(tdir)
-    load_tokenizer(cfg).save_pretrained(tdir)
-    write_json(cfg.out / "teacher" / "result.json", {"config_hash": "test"})
-    dsd = load_task("cola", cfg.data_path)
-    dsd["dev"] = dsd["dev"].select(range(64))
-    rng = np.random.default_rng(0)
-    transfer = dsd["train"].select(range(32))
-    transfer = transfer.add_column("teacher_logits", rng.normal(size=(32, 2)).astype("float32").tolist(),
-                                   feature=datasets.Sequence(datasets.Value("float32")))
+    cfg, transfer, dsd = _optuna_stand_in(tmp_path, **{"analysis.optuna_epochs": 1, "bilstm.batch_size": 16})
 
     study = analysis.explore_bilstm(cfg, transfer, dsd, n_trials=1)
     assert analysis.study_path(cfg).is_file()
