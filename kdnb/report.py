@@ -8,6 +8,7 @@ each stage in seconds. Notebooks update it through :func:`record_model` and
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -388,8 +389,9 @@ def collect_thesis(tasks: list[str], profile: str, data_dir: Optional[str] = Non
         rt = runtimes_table(cfg)
         if len(rt):
             lines += ["Runtimes:", "", _markdown(rt), ""]
-        pngs = sorted(figures.glob(f"{cfg.task}_*.png"))
-        lines += [f"Figures ({len(pngs)}):", ""] + [f"- [{p.stem[len(cfg.task) + 1:]}]({p.name})" for p in pngs] + [""]
+        pngs = sorted(cfg.figures.glob(f"{cfg.task}_*.png"))  # a profile may keep each task's figures apart
+        lines += [f"Figures ({len(pngs)}):", ""] + [
+            f"- [{p.stem[len(cfg.task) + 1:]}]({os.path.relpath(p, figures)})" for p in pngs] + [""]
     all_results = pd.concat(tables, ignore_index=True)
     all_results = all_results[["task"] + [c for c in all_results.columns if c != "task"]]
     figures.mkdir(parents=True, exist_ok=True)
