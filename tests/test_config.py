@@ -48,6 +48,8 @@ def test_int_is_accepted_for_float_keys():
         ({"teacher.warmup_fraction": 1.5}, "'teacher.warmup_fraction'"),
         ({"bilstm.embedding_mode": "frozen"}, "'bilstm.embedding_mode': must be one of"),
         ({"mixed_precision": "fp8"}, "'mixed_precision'"),
+        ({"cuda_graphs": "yes"}, "'cuda_graphs'"),
+        ({"bert_student.method": "distil"}, "'bert_student.method': must be one of .*alpha_mix"),
     ],
 )
 def test_bad_values_are_rejected_with_the_key(overrides, message):
