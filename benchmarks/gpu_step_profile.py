@@ -102,9 +102,10 @@ def main(argv=None) -> int:
     from torch.utils.data import DataLoader
     from transformers import AutoTokenizer
 
-    from kdnb.bench import thesis_bert_student
+    from kdnb.bert_student import BertStudent, BertStudentCollate
     from kdnb.config import load_config
     from kdnb.data import load_task
+    from kdnb.distill import tensor_learning_rates
     from kdnb.losses import logit_loss
     from kdnb.students import BiLSTMStudent, WordPieceCollate
     from kdnb.teacher import resolve_model_path
@@ -172,18 +173,22 @@ def main(argv=None) -> int:
     res["bilstm_ms_per_step"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}
     print("BiLSTM ms/step:", json.dumps(res["bilstm_ms_per_step"], indent=1), flush=True)
 
-    # ---- BERT student, thesis size, batch 256
+    # ---- BERT student (kdnb.bert_student.BertStudent), thesis size on BERT-large's 1024-d WordPiece
+    # embeddings (random: timing only), batch 256
     bs = 16 if args.tiny else 256
-    bert = thesis_bert_student(2, len(tok)).to(device).train()
-    if args.tiny:
-        pass
+    emb = 0.02 * torch.randn(len(tok), 32 if args.tiny else 1024, generator=g)
+    sizes = (1, 32, 64, 2) if args.tiny else (5, 204, 750, 3)  # layers, hidden, FFN, heads
+
+    def build_bert():
+        return BertStudent(emb, 2, *sizes).to(device).train()
+
+    bert = build_bert()
     bt = batches_of(bs, True)
 
     def make_step(model, opt):
         def step(b, autocast=True):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast and amp):
-                loss = mse(model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits,
-                           b["teacher_logits"])
+                loss = mse(model(b["input_ids"], b["attention_mask"]).logits, b["teacher_logits"])
             loss.backward()
             opt.step()
             opt.zero_grad()
@@ -191,26 +196,29 @@ def main(argv=None) -> int:
         return step
 
     r = {}
-    step = make_step(bert, torch.optim.AdamW(bert.parameters(), lr=1e-4))
+    step = make_step(bert, torch.optim.AdamW(bert.parameters(), lr=5e-4))
     r["eager bf16 AdamW foreach (as fit)"] = _timeit(step, bt, sync)
     r["kernel time (profiler)"] = _kernel_ms(step, bt, device)
     if device.type == "cuda":
-        step = make_step(bert, torch.optim.AdamW(bert.parameters(), lr=1e-4, fused=True))
+        step = make_step(bert, torch.optim.AdamW(bert.parameters(), lr=5e-4, fused=True))
         r["eager bf16 AdamW fused"] = _timeit(step, bt, sync)
     if device.type == "cuda":
         def bert_mask(b):  # 4-D bool mask (no host-side checks in transformers' mask code)
             return {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"][:, None, None, :].bool(),
                     "teacher_logits": b["teacher_logits"]}
 
-        r.update(_graphed_vs_eager(lambda: thesis_bert_student(2, len(tok)).to(device).train(),
-                                   lambda m, b: mse(m(input_ids=b["input_ids"],
-                                                      attention_mask=b["attention_mask"]).logits, b["teacher_logits"]),
-                                   lambda ps: torch.optim.AdamW(ps, lr=1e-4, fused=True, capturable=True),
-                                   [bert_mask(b) for b in bt], None, sync))
+        def graph_adamw(ps):  # as kdnb.bert_student under cuda_graphs: the schedule writes a tensor rate
+            opt = torch.optim.AdamW(ps, lr=5e-4, fused=True, capturable=True)
+            tensor_learning_rates(opt, device)
+            return opt
+
+        r.update(_graphed_vs_eager(build_bert,
+                                   lambda m, b: mse(m(b["input_ids"], b["attention_mask"]).logits, b["teacher_logits"]),
+                                   graph_adamw, [bert_mask(b) for b in bt], None, sync))
     if args.compile:
         t0 = time.perf_counter()
         cm = torch.compile(bert, dynamic=True)
-        step = make_step(cm, torch.optim.AdamW(bert.parameters(), lr=1e-4, fused=device.type == "cuda"))
+        step = make_step(cm, torch.optim.AdamW(bert.parameters(), lr=5e-4, fused=device.type == "cuda"))
         step(bt[0])
         sync()
         r["torch.compile(dynamic) first step s"] = time.perf_counter() - t0
@@ -239,15 +247,9 @@ def main(argv=None) -> int:
 
     pre = ds.map(lambda b: {"input_ids": tok(b["sentence"], truncation=True, max_length=128)["input_ids"]},
                  batched=True, remove_columns=["sentence"])
-    def on_the_fly(rows):  # tokenising in the collator (what PadCollate's pre-tokenised rows avoid)
-        enc = dict(tok([r["sentence"] for r in rows], padding=True, truncation=True, max_length=128,
-                       return_tensors="pt"))
-        enc["teacher_logits"] = torch.tensor([r["teacher_logits"] for r in rows])
-        return enc
-
     for workers in ((0,) if args.tiny else (4, 8)):
         for name, data, collate, b in (("BiLSTM WordPieceCollate", ds, WordPieceCollate(tok, 128), 50),
-                                       ("BERT on-the-fly tokenising", ds, on_the_fly, 256),
+                                       ("BertStudentCollate (graph shapes)", ds, BertStudentCollate(tok, 128, 8, mask_4d=True), 256),
                                        ("BERT pre-tokenised, pad only", pre, pad_collate, 256)):
             loader = DataLoader(data, batch_size=b, shuffle=True, collate_fn=collate, num_workers=workers,
                                 pin_memory=device.type == "cuda")

@@ -36,7 +36,7 @@ from transformers import BertConfig, BertForSequenceClassification, get_linear_s
 from . import losses
 from .config import BertStudentConfig, Config
 from .data import score, task_spec
-from .distill import fit, make_accelerator, predict_logits
+from .distill import fit, make_accelerator, predict_logits, tensor_learning_rates
 from .errors import ConfigError
 from .students import StudentResult, count_parameters
 from .utils import atomic_path, read_json, set_seed, write_json
@@ -52,6 +52,9 @@ METHODS: dict[Optional[str], str] = {
     "ta": "teacher → assistant → student (Mirzadeh et al. 2020)",
 }
 """The values of ``method`` accepted by :func:`distill_bert_student` and what each trains with."""
+GRAPH_METHODS = (None, "mse", "kl", "alpha_mix")
+"""Objectives on the logits alone, whose steps run as CUDA graphs under ``cuda_graphs`` (the
+others run the teacher in the loss or change with training progress on the host)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,7 +294,15 @@ class BertStudentCollate:
     """Tokenise a list of rows for a BERT student (and the teacher: same WordPiece vocabulary).
 
     Single sentences become ``[CLS] a [SEP]``, pairs (``sentence2``) ``[CLS] a [SEP] b [SEP]``
-    with token types 0/1, truncated to ``max_length`` and padded to the longest in the batch.
+    with token types 0/1, truncated to ``max_length`` and padded to the longest in the batch,
+    rounded up to a multiple of ``pad_to_multiple_of`` (CUDA graphs: one capture per length).
+    Rows already tokenised by :func:`pretokenise` (``input_ids``, ``token_type_ids``) are only
+    padded: the same batch as from their sentences.
+
+    Args:
+        mask_4d: ``attention_mask`` as ``(B, 1, 1, T)`` bool (True: attend), which transformers
+            hands to SDPA as it is — no host-side checks of the mask's values, which a CUDA
+            graph capture forbids. The same logits as the 2-D mask (tested); SDPA models only.
 
     Returns:
         dict of ``input_ids``, ``attention_mask``, ``token_type_ids`` ``(B, T)`` long and, when
@@ -299,31 +310,56 @@ class BertStudentCollate:
         (``-1`` for unlabelled rows).
     """
 
-    def __init__(self, tokenizer, max_length: int):
+    def __init__(self, tokenizer, max_length: int, pad_to_multiple_of: Optional[int] = None, mask_4d: bool = False):
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.mask_4d = mask_4d
 
     def __call__(self, rows: list[dict]) -> dict:
-        texts = [[r["sentence"] for r in rows]]
-        if "sentence2" in rows[0]:
-            texts.append([r["sentence2"] for r in rows])
-        enc = self.tokenizer(*texts, truncation=True, max_length=self.max_length, padding=True,
-                             return_tensors="pt", return_token_type_ids=True)
-        batch = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+        if "input_ids" in rows[0]:
+            ids, types = [r["input_ids"] for r in rows], [r["token_type_ids"] for r in rows]
+        else:
+            texts = [[r["sentence"] for r in rows]]
+            if "sentence2" in rows[0]:
+                texts.append([r["sentence2"] for r in rows])
+            enc = self.tokenizer(*texts, truncation=True, max_length=self.max_length, return_token_type_ids=True)
+            ids, types = enc["input_ids"], enc["token_type_ids"]
+        batch = self._pad(ids, types)
+        if self.mask_4d:
+            batch["attention_mask"] = batch["attention_mask"].bool()[:, None, None, :]
         if "teacher_logits" in rows[0]:
             batch["teacher_logits"] = torch.tensor([r["teacher_logits"] for r in rows], dtype=torch.float32)
         if "label" in rows[0]:
             batch["labels"] = torch.tensor([r["label"] for r in rows])
         return batch
 
+    def _pad(self, ids: list[list[int]], types: list[list[int]]) -> dict:
+        """Right-pad to the longest (rounded up to ``pad_to_multiple_of``): ``(B, T)`` tensors."""
+        width = max(len(x) for x in ids)
+        if self.pad_to_multiple_of:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        out = {"input_ids": np.full((len(ids), width), self.tokenizer.pad_token_id or 0, dtype=np.int64),
+               "attention_mask": np.zeros((len(ids), width), dtype=np.int64),
+               "token_type_ids": np.zeros((len(ids), width), dtype=np.int64)}
+        for i, (x, t) in enumerate(zip(ids, types)):
+            out["input_ids"][i, :len(x)], out["token_type_ids"][i, :len(x)], out["attention_mask"][i, :len(x)] = x, t, 1
+        return {k: torch.from_numpy(v) for k, v in out.items()}
 
-def token_lengths(ds: datasets.Dataset, tokenizer, max_length: int) -> list[int]:
-    """WordPiece lengths (with [CLS]/[SEP]) of every row, for length-grouped batches."""
-    texts = [list(ds["sentence"])]
-    if "sentence2" in ds.column_names:
-        texts.append(list(ds["sentence2"]))
-    enc = tokenizer(*texts, truncation=True, max_length=max_length)["input_ids"]
-    return [len(ids) for ids in enc]
+
+def pretokenise(ds: datasets.Dataset, tokenizer, max_length: int) -> datasets.Dataset:
+    """``ds`` with its sentences replaced by WordPiece ``input_ids`` and ``token_type_ids`` (as
+    :class:`BertStudentCollate` encodes them) and their ``length``: tokenised once with
+    ``datasets.map`` — cached beside a data set saved on disk (a rerun reads the cache) —
+    instead of in every epoch's batches."""
+    text = ["sentence"] + (["sentence2"] if "sentence2" in ds.column_names else [])
+
+    def encode(b):
+        enc = tokenizer(*(b[c] for c in text), truncation=True, max_length=max_length, return_token_type_ids=True)
+        return {"input_ids": enc["input_ids"], "token_type_ids": enc["token_type_ids"],
+                "length": [len(x) for x in enc["input_ids"]]}
+
+    return ds.map(encode, batched=True, batch_size=4096, remove_columns=text, desc="tokenising")
 
 
 def _logits(model, batch: dict) -> torch.Tensor:
@@ -529,14 +565,22 @@ def _train(cfg: Config, transfer_set, dsd, name: str, method: Optional[str], key
         teacher = teacher.eval().requires_grad_(False).to(accelerator.device)
     else:
         teacher = None
+    # CUDA graphs (thesis profile on a GPU) for the objectives on logits alone: a capturable fused
+    # AdamW whose tensor learning rate the schedule updates in place, lengths padded to multiples
+    # of 8 (few graph shapes), a 4-D attention mask (no host-side mask checks)
+    graphs = (cfg.cuda_graphs and torch.cuda.is_available() and objective_method in GRAPH_METHODS
+              and accelerator.num_processes == 1 and accelerator.mixed_precision != "fp16")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=bc.learning_rate,
-                                  weight_decay=bc.weight_decay)
+                                  weight_decay=bc.weight_decay, capturable=graphs, fused=graphs or None)
+    if graphs:
+        tensor_learning_rates(optimizer, accelerator.device)
     steps_per_epoch = -(-len(transfer_set) // bc.batch_size)
     total = bc.epochs * steps_per_epoch
     scheduler = get_linear_schedule_with_warmup(optimizer, round(bc.warmup_epochs * steps_per_epoch), total)
     loss_fn = make_objective(cfg, objective_method, teacher, progress=lambda: scheduler.last_epoch / total,
                              student_layers=bc.num_layers)
     collate = BertStudentCollate(tokenizer, bc.max_length)
+    train_collate = BertStudentCollate(tokenizer, bc.max_length, 8, mask_4d=True) if graphs else collate
     dev = dsd["dev"]
     dev_labels = np.array(dev["label"])
 
@@ -545,11 +589,15 @@ def _train(cfg: Config, transfer_set, dsd, name: str, method: Optional[str], key
         return score(cfg.task, dev_labels, logits.argmax(-1).numpy())
 
     sdir.mkdir(parents=True, exist_ok=True)
-    fr = fit(model, train_set=transfer_set, collate_fn=collate, batch_size=bc.batch_size, loss_fn=loss_fn,
-             optimizer=optimizer, scheduler=scheduler, epochs=bc.epochs, evaluate=evaluate, seed=cfg.seed,
-             ckpt_dir=sdir / "checkpoint", accelerator=accelerator, evals_per_epoch=bc.evals_per_epoch,
-             grad_clip=bc.grad_clip, lengths=token_lengths(transfer_set, tokenizer, bc.max_length),
-             resume_key=key, desc=name)
+    train_rows = pretokenise(transfer_set, tokenizer, bc.max_length)
+    keep = [c for c in ("input_ids", "token_type_ids", "teacher_logits", "label") if c in train_rows.column_names]
+    fr = fit(model, train_set=train_rows.select_columns(keep), collate_fn=train_collate, batch_size=bc.batch_size,
+             loss_fn=loss_fn, optimizer=optimizer, scheduler=scheduler, epochs=bc.epochs, evaluate=evaluate,
+             seed=cfg.seed, ckpt_dir=sdir / "checkpoint", accelerator=accelerator,
+             evals_per_epoch=bc.evals_per_epoch, grad_clip=bc.grad_clip, lengths=train_rows["length"],
+             resume_key=key, desc=name, num_workers=cfg.num_workers, cuda_graphs=graphs)
+    if fr.cuda_graphs:
+        print(f"[kdnb] {name}: CUDA graphs {fr.cuda_graphs}", flush=True)
     student = accelerator.unwrap_model(model).student
     with atomic_path(sdir / "model.pt") as tmp:
         torch.save(student.state_dict(), tmp)
@@ -573,6 +621,8 @@ def _train(cfg: Config, transfer_set, dsd, name: str, method: Optional[str], key
         "n_params": count_parameters(student),
         "n_params_non_embedding": student.non_embedding_parameters(),
         "seconds": fr.seconds,
+        "epoch_seconds": fr.epoch_seconds,
+        "cuda_graphs": fr.cuda_graphs,
         "assistant_seconds": assistant_seconds,
         "transfer_set_size": len(transfer_set),
     }
@@ -585,7 +635,7 @@ def _result_from_disk(name: str, sdir: Path, res: dict, reused: bool) -> BertStu
         name=name, curve=pd.read_csv(sdir / "learning_curve.csv"), dev_score=res["dev_score"],
         test_score=res["test_score"], n_params=res["n_params"], seconds=res["seconds"], reused=reused,
         method=res.get("method"), n_params_non_embedding=res.get("n_params_non_embedding", 0),
-        assistant_seconds=res.get("assistant_seconds", 0.0))
+        assistant_seconds=res.get("assistant_seconds", 0.0), epoch_seconds=res.get("epoch_seconds"))
 
 
 def load_bert_student(cfg: Config, name: str, teacher=None) -> BertStudent:

@@ -517,7 +517,7 @@ class Config:
     seed: int = 42
     mixed_precision: str = "no"
     num_workers: int = 0                # DataLoader worker processes for training and teacher logits
-    cuda_graphs: bool = False           # on a GPU: BiLSTM steps replayed as CUDA graphs (kdnb.distill.CUDAGraphStep)
+    cuda_graphs: bool = False           # on a GPU: student steps replayed as CUDA graphs (kdnb.distill.CUDAGraphStep)
     train_limit: Optional[int] = None
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     bilstm: BiLSTMConfig = field(default_factory=BiLSTMConfig)

@@ -31,6 +31,26 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from .utils import Timer, atomic_path
 
 
+def tensor_learning_rates(optimizer: torch.optim.Optimizer, device: torch.device | str) -> None:
+    """Put each parameter group's learning rate in a 0-d float32 tensor on ``device``, keeping the
+    float as ``initial_lr`` (what a scheduler built afterwards starts from).
+
+    A step replayed from a CUDA graph (:class:`CUDAGraphStep`) reads the rate from that tensor,
+    so a scheduler's updates reach it: PyTorch's schedulers write a tensor rate in place
+    (``fill_``) with the float they compute from ``initial_lr``, without a host sync. Capturable
+    and fused Adam/AdamW accept tensor rates. Call it before building the scheduler.
+    """
+    for group in optimizer.param_groups:
+        lr = float(group["lr"])
+        group.setdefault("initial_lr", lr)
+        group["lr"] = torch.tensor(lr, dtype=torch.float32, device=device)
+
+
+def _tensor_lrs(optimizer: torch.optim.Optimizer) -> list:
+    inner = getattr(optimizer, "optimizer", optimizer)
+    return [g["lr"] for g in inner.param_groups]
+
+
 @dataclass
 class FitResult:
     """What :func:`fit` returns.
@@ -92,8 +112,10 @@ class CUDAGraphStep:
     optimiser's state exists before any capture.
 
     Requirements (else :class:`ValueError`): a CUDA device; an optimiser built with
-    ``capturable=True`` (it may also be ``fused``); no learning-rate scheduler (its rate would be baked
-    into the graph); no fp16 (its loss scaler syncs); every value of the batch a tensor, and a
+    ``capturable=True`` (it may also be ``fused``); a learning-rate scheduler only with tensor
+    learning rates (:func:`tensor_learning_rates`: a float rate would be baked into the graph,
+    a tensor one is read at every replay); no fp16 (its loss scaler syncs); every value of the
+    batch a tensor, and a
     ``loss_fn`` without host synchronisation (e.g. the BiLSTM's unpacked path,
     :meth:`kdnb.students.BiLSTMStudent.encode` with ``packed=False``). If a capture fails anyway
     (an op that syncs), the step falls back to eager for the rest of the run and says so once.
@@ -237,9 +259,10 @@ def fit(
         pin_memory: page-locked host batches for faster copies to the GPU (None: on when the
             accelerator's device is CUDA).
         cuda_graphs: on a CUDA device, replay each step as a CUDA graph (:class:`CUDAGraphStep`;
-            the optimiser must be ``capturable``, no scheduler, no gradient accumulation, bf16
-            or fp32, one process); ignored on a CPU. ``FitResult.cuda_graphs`` reports the
-            captures (or why it ran eager).
+            the optimiser must be ``capturable``, a scheduler needs tensor learning rates
+            (:func:`tensor_learning_rates`), no gradient accumulation, bf16 or fp32, one
+            process); ignored on a CPU. ``FitResult.cuda_graphs`` reports the captures (or why
+            it ran eager).
 
     Returns:
         :class:`FitResult` with the learning curve; ``curve[i]["step"]`` counts optimiser steps.
@@ -247,15 +270,20 @@ def fit(
     Raises:
         ValueError: ``batch_size`` is not a multiple of the gradient accumulation steps, or
             ``save_steps`` / ``num_workers`` is out of range, or ``cuda_graphs`` on a CUDA
-            device with a scheduler, accumulation, fp16 or several processes.
+            device with a scheduler over float learning rates, accumulation, fp16 or several
+            processes.
+        RuntimeError: under ``cuda_graphs`` the scheduler replaced a tensor learning rate
+            instead of writing it in place (the graphs would keep the old rate).
     """
     accum = int(accelerator.gradient_accumulation_steps)
     graphs = cuda_graphs and accelerator.device.type == "cuda"
-    if graphs and (scheduler is not None or accum != 1 or accelerator.mixed_precision == "fp16"
+    float_lrs = scheduler is not None and not all(torch.is_tensor(lr) for lr in _tensor_lrs(optimizer))
+    if graphs and (float_lrs or accum != 1 or accelerator.mixed_precision == "fp16"
                    or accelerator.num_processes != 1):
-        raise ValueError("cuda_graphs needs no scheduler, gradient_accumulation_steps 1, bf16 or no mixed "
-                         f"precision and one process; got scheduler={scheduler is not None}, accumulation {accum}, "
-                         f"{accelerator.mixed_precision}, {accelerator.num_processes} processes.")
+        raise ValueError("cuda_graphs needs a scheduler (if any) over tensor learning rates "
+                         "(kdnb.distill.tensor_learning_rates), gradient_accumulation_steps 1, bf16 or no mixed "
+                         f"precision and one process; got a scheduler over float rates: {float_lrs}, accumulation "
+                         f"{accum}, {accelerator.mixed_precision}, {accelerator.num_processes} processes.")
     if batch_size % accum:
         raise ValueError(f"batch_size {batch_size} is not a multiple of gradient_accumulation_steps {accum} "
                          "(each optimiser step must see batch_size examples).")
@@ -299,8 +327,13 @@ def fit(
         where = f"epoch {start_epoch}" + (f" and {skip_batches} batches" if skip_batches else "")
         accelerator.print(f"{desc}: resumed from checkpoint after {where}")
 
-    graph_step = None
+    graph_step, graph_lrs = None, []
     if graphs:
+        inner = getattr(optimizer, "optimizer", optimizer)
+        for group in inner.param_groups:  # a checkpoint's tensor rates load on the CPU: back to the GPU
+            if torch.is_tensor(group["lr"]) and group["lr"].device != accelerator.device:
+                group["lr"] = group["lr"].to(accelerator.device)
+        graph_lrs = _tensor_lrs(optimizer)
         graph_step = CUDAGraphStep(model, loss_fn, optimizer, grad_clip=grad_clip,
                                    autocast_dtype=torch.bfloat16 if accelerator.mixed_precision == "bf16" else None)
     batches_per_epoch = len(loader)
@@ -324,6 +357,12 @@ def fit(
             for batch_no, batch in enumerate(bar, start=skip + 1):
                 if graph_step is not None:
                     loss = graph_step(batch)
+                    if scheduler is not None:
+                        scheduler.step()
+                        if any(a is not b for a, b in zip(_tensor_lrs(optimizer), graph_lrs)):
+                            raise RuntimeError("cuda_graphs: the scheduler replaced a tensor learning rate instead "
+                                               "of writing it in place; the captured steps would keep the old "
+                                               "rate (a PyTorch without tensor-rate schedulers?).")
                 else:
                     with accelerator.accumulate(model):
                         with accelerator.autocast():

@@ -126,6 +126,52 @@ def test_collate_encodes_pairs_with_token_types(tokenizer):
     assert single["input_ids"].shape == (1, 4) and "labels" not in single  # truncated to max_length
 
 
+
+
+@pytest.mark.parametrize("pad", [None, 8])
+def test_pretokenised_rows_give_the_batches_of_their_sentences(tokenizer, pad):
+    """Training rows are tokenised once (pretokenise, datasets.map) and only padded per batch:
+    the same tensors as tokenising the sentences in the collate, pairs and truncation included."""
+    ds = datasets.Dataset.from_dict({
+        "sentence": ["A man sleeps on the sofa.", "Hi.", "one two three four five six seven eight nine ten"],
+        "sentence2": ["Someone rests.", "Bye now.", "x"], "label": [0, -1, 1],
+        "teacher_logits": [[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]})
+    for data in (ds, ds.remove_columns("sentence2")):
+        pre = B.pretokenise(data, tokenizer, 12)
+        assert "sentence" not in pre.column_names and pre["length"] == [len(x) for x in pre["input_ids"]]
+        collate = B.BertStudentCollate(tokenizer, 12, pad_to_multiple_of=pad)
+        want, got = collate([data[i] for i in range(3)]), collate([pre[i] for i in range(3)])
+        assert want.keys() == got.keys()
+        assert all(torch.equal(want[k], got[k]) for k in want), data.column_names
+        texts = [list(data["sentence"])] + ([list(data["sentence2"])] if "sentence2" in data.column_names else [])
+        hf = tokenizer(*texts, truncation=True, max_length=12, padding=True, return_tensors="pt",
+                       return_token_type_ids=True)  # transformers' own padding, to the longest
+        width = hf["input_ids"].shape[1]
+        assert got["input_ids"].shape[1] == (width if pad is None else -(-width // 8) * 8)
+        assert all(torch.equal(got[k][:, :width], hf[k]) for k in ("input_ids", "attention_mask", "token_type_ids"))
+        assert max(pre["length"]) == 12  # truncated to max_length
+
+def test_graph_collate_pads_to_multiples_and_its_4d_mask_gives_the_same_logits(tokenizer):
+    """The CUDA-graph collate (lengths rounded up to 8, a (B, 1, 1, T) bool mask that SDPA takes
+    as it is) scores a batch exactly as the plain one (2-D mask, padded to the longest)."""
+    rows = [{"sentence": s} for s in ("The cat sat.", "A much longer sentence with quite a few more words in it.",
+                                      "Dogs bark loudly at night .")]
+    plain = B.BertStudentCollate(tokenizer, 64)(rows)
+    graph = B.BertStudentCollate(tokenizer, 64, pad_to_multiple_of=8, mask_4d=True)(rows)
+    t = plain["input_ids"].shape[1]
+    assert t % 8 and graph["input_ids"].shape[1] == -(-t // 8) * 8  # 15 → 16 (say): rounded up
+    assert graph["attention_mask"].dtype == torch.bool and graph["attention_mask"].shape == (3, 1, 1, -(-t // 8) * 8)
+    assert torch.equal(graph["attention_mask"][:, 0, 0, :t], plain["attention_mask"].bool())
+    torch.manual_seed(0)
+    m = B.BertStudent(torch.randn(len(tokenizer), 8), num_labels=2, num_layers=2, hidden_size=12,
+                      intermediate_size=20, num_heads=3).eval()
+    with torch.no_grad():
+        want = m(plain["input_ids"], plain["attention_mask"], plain["token_type_ids"]).logits
+        got = m(graph["input_ids"], graph["attention_mask"], graph["token_type_ids"]).logits
+    assert torch.allclose(got, want, atol=1e-5)
+    assert not torch.allclose(want[0], want[1])  # real, different rows
+
+
 # ---- distillation runs (smoke profile, a tiny random teacher) -----------------------------------
 def _setup(tmp_path, tokenizer, dsd, **over):
     cfg = load_config("cola", "smoke", overrides={"output_dir": str(tmp_path / "out"), **TINY, **over})

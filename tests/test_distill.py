@@ -193,3 +193,57 @@ def test_epoch_seconds_and_cuda_graphs_on_a_cpu(tmp_path, one_thread):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA device"):
             CUDAGraphStep(model, lambda m, b: m(b["x"]).sum(), opt)
+
+
+def test_tensor_learning_rates_follow_the_schedule_in_place(tmp_path, one_thread):
+    """What CUDA-graph steps with a scheduler rely on: tensor_learning_rates keeps one tensor per
+    group that transformers' linear schedule writes in place, with the rates of the float
+    schedule; fit trains with it (a checkpointed run resumed after a kill included) to the float
+    run's weights."""
+    from transformers import get_linear_schedule_with_warmup
+
+    from kdnb.distill import tensor_learning_rates
+
+    def make(tensor: bool):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(5, 1)
+        opt = torch.optim.AdamW(model.parameters(), lr=0.05, weight_decay=0.01)
+        if tensor:
+            tensor_learning_rates(opt, "cpu")
+        return model, opt, get_linear_schedule_with_warmup(opt, 3, 27)
+
+    _, opt_f, sched_f = make(False)
+    _, opt_t, sched_t = make(True)
+    lr_tensor = opt_t.param_groups[0]["lr"]
+    assert torch.is_tensor(lr_tensor) and lr_tensor.dtype == torch.float32
+    for _ in range(10):
+        assert opt_t.param_groups[0]["lr"] is lr_tensor  # written in place, never replaced
+        assert lr_tensor.item() == pytest.approx(opt_f.param_groups[0]["lr"], rel=1e-6)
+        opt_f.step(), opt_t.step(), sched_f.step(), sched_t.step()
+    assert 0 < lr_tensor.item() < 0.05  # warmed up, decaying
+
+    x, y, rows = _regression(72)  # 9 batches of 8 per epoch, 3 epochs: 27 steps
+
+    def train(tensor: bool, ckpt: Path, die_at=None):
+        model, opt, sched = make(tensor)
+        calls = [0]
+
+        def loss_fn(m, b):
+            calls[0] += 1
+            if calls[0] == die_at:
+                raise KeyboardInterrupt
+            return torch.nn.functional.mse_loss(m(b["x"]), b["y"])
+
+        fit(model, train_set=rows, collate_fn=_collate, batch_size=8, loss_fn=loss_fn, optimizer=opt,
+            scheduler=sched, epochs=3, evaluate=lambda m: 0.0, seed=1, ckpt_dir=ckpt, accelerator=make_accelerator(),
+            save_steps=4)
+        return model.weight.detach().clone(), opt
+
+    w_float, _ = train(False, tmp_path / "f")
+    w_tensor, opt = train(True, tmp_path / "t")
+    assert torch.is_tensor(opt.param_groups[0]["lr"])
+    assert torch.allclose(w_tensor, w_float, atol=1e-6) and not torch.equal(w_tensor, make(False)[0].weight)
+    with pytest.raises(KeyboardInterrupt):
+        train(True, tmp_path / "k", die_at=15)
+    w_resumed, opt = train(True, tmp_path / "k")
+    assert torch.is_tensor(opt.param_groups[0]["lr"]) and torch.equal(w_resumed, w_tensor)

@@ -62,6 +62,9 @@ def test_tiny_run_times_every_stage_through_kdnb(thesis_gpu, tmp_path, capsys):
     transfer = datasets.load_from_disk(str(run / "transfer" / "bench"))
     assert len(transfer) == 256 and np.asarray(transfer["teacher_logits"]).shape == (256, 2)
     assert json.loads((run / "students" / "bilstm_bench" / "result.json").read_text())["transfer_set_size"] == 256
+    bert = json.loads((run / "students" / "bert_student_bench" / "result.json").read_text())  # the pipeline's
+    assert bert["transfer_set_size"] == 256 and len(bert["epoch_seconds"]) == 2 and "BERT student" in bert["model"]
+    assert by["BERT student"]["objective"] == bert["objective"] == "ce at T=3"  # the thesis' soft cross-entropy
 
     table = (out / "gpu_timing.md").read_text()
     assert table.count("\n| ") == 8 and "| **total** |" in table and "| BERT student | 2 epochs × 256 rows" in table
