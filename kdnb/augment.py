@@ -873,6 +873,13 @@ def transfer_input(cfg: Config, dsd: datasets.DatasetDict, name: str) -> dataset
     return datasets.concatenate_datasets(out)
 
 
+class TransferSets(dict):
+    """``{name: labelled transfer set}`` from :func:`label_transfer_sets`; ``reused``: every set
+    was loaded from saved outputs (the teacher ran on no row)."""
+
+    reused: bool = True
+
+
 def label_transfer_sets(cfg: Config, dsd: datasets.DatasetDict, force: bool = False) -> dict[str, datasets.Dataset]:
     """Label every set of :func:`transfer_sets_needed` with the teacher's logits (notebook 03).
 
@@ -883,17 +890,23 @@ def label_transfer_sets(cfg: Config, dsd: datasets.DatasetDict, force: bool = Fa
     is then the two concatenated (memory-mapped Arrow), rows in :func:`transfer_input`'s order.
 
     Returns:
-        ``{name: dataset}`` with :func:`transfer_input`'s columns plus ``teacher_logits``
-        ``(rows, num_labels)`` float32.
+        :class:`TransferSets`: ``{name: dataset}`` with :func:`transfer_input`'s columns plus
+        ``teacher_logits`` ``(rows, num_labels)`` float32; ``.reused`` is True when every set
+        was loaded from saved outputs (no teacher forward pass).
     """
-    from .teacher import compute_teacher_logits, teacher_dir
+    from .teacher import compute_teacher_logits, saved_teacher_logits, teacher_dir
+
+    out = TransferSets()
 
     def label(ds: datasets.Dataset, name: str) -> datasets.Dataset:
-        return compute_teacher_logits(cfg, ds, transfer_dir(cfg, name), shard_size=cfg.augment.shard_size,
-                                      force=force, desc=f"teacher logits ({name})")
+        path = transfer_dir(cfg, name)
+        if not force and (saved := saved_teacher_logits(cfg, ds, path, cfg.augment.shard_size)) is not None:
+            return saved
+        out.reused = False
+        return compute_teacher_logits(cfg, ds, path, shard_size=cfg.augment.shard_size, force=force,
+                                      desc=f"teacher logits ({name})")
 
     none = label(transfer_input(cfg, dsd, "none"), "none")
-    out = {}
     for name in transfer_sets_needed(cfg):
         if name == "none":
             out[name] = none

@@ -264,6 +264,24 @@ def load_teacher(cfg: Config):
     return AutoModelForSequenceClassification.from_pretrained(mdir), AutoTokenizer.from_pretrained(mdir)
 
 
+def _logits_meta(cfg: Config, ds: datasets.Dataset, shard_size: int) -> dict:
+    teacher_key = (read_json(teacher_dir(cfg) / "result.json") or {}).get("config_hash")
+    return {"teacher_config_hash": teacher_key, "rows": len(ds), "content": content_hash(ds),
+            "columns": ds.column_names, "shard_size": shard_size}
+
+
+def saved_teacher_logits(cfg: Config, ds: datasets.Dataset, out_dir: Path, shard_size: int = 2048,
+                         meta: Optional[dict] = None) -> Optional[datasets.Dataset]:
+    """What :func:`compute_teacher_logits` would reuse: ``ds`` labelled by the current teacher,
+    loaded from ``out_dir`` (memory-mapped), or None if it is missing or was made from other
+    rows, teacher or shard size."""
+    out_dir = Path(out_dir)
+    meta = meta or _logits_meta(cfg, ds, shard_size)
+    if out_dir.is_dir() and read_json(out_dir.with_name(out_dir.name + ".json")) == meta:
+        return datasets.load_from_disk(str(out_dir))
+    return None
+
+
 def compute_teacher_logits(
     cfg: Config,
     ds: datasets.Dataset,
@@ -291,11 +309,9 @@ def compute_teacher_logits(
     """
     out_dir = Path(out_dir)
     meta_file = out_dir.with_name(out_dir.name + ".json")
-    teacher_key = (read_json(teacher_dir(cfg) / "result.json") or {}).get("config_hash")
-    meta = {"teacher_config_hash": teacher_key, "rows": len(ds), "content": content_hash(ds),
-            "columns": ds.column_names, "shard_size": shard_size}
-    if out_dir.is_dir() and not force and read_json(meta_file) == meta:
-        return datasets.load_from_disk(str(out_dir))
+    meta = _logits_meta(cfg, ds, shard_size)
+    if not force and (saved := saved_teacher_logits(cfg, ds, out_dir, shard_size, meta)) is not None:
+        return saved
     model, tokenizer = load_teacher(cfg)
     accelerator = make_accelerator(cfg.mixed_precision)
     model = accelerator.prepare_model(model, evaluation_mode=True)

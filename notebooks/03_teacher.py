@@ -67,7 +67,7 @@ from kdnb import augment
 
 with Timer() as timer:  # kdnb.teacher.compute_teacher_logits on the training rows once, then on each set's new rows
     transfer_sets = augment.label_transfer_sets(cfg, dsd, force=force or not result.reused)
-report.record_stage(cfg, "teacher_logits", timer.seconds, reused=result.reused and timer.seconds < 1)
+report.record_stage(cfg, "teacher_logits", timer.seconds, reused=transfer_sets.reused)
 transfer = transfer_sets[cfg.augment.transfer_set]
 transfer
 

@@ -341,7 +341,7 @@ def test_label_transfer_sets_labels_training_rows_once_and_reuses(tmp_path, dsd,
     real = T.predict_logits
     monkeypatch.setattr(T, "predict_logits", lambda m, data, *a, **k: rows.append(len(data)) or real(m, data, *a, **k))
     sets = A.label_transfer_sets(cfg, dsd)
-    assert list(sets) == ["rules", "none", "rules+gpt2"]
+    assert list(sets) == ["rules", "none", "rules+gpt2"] and not sets.reused  # the teacher ran
     assert sum(rows) == 60 + 20 + 40  # the 60 training rows once, then only the new rows of each set
     assert [len(sets[n]) for n in sets] == [80, 60, 100]
     for name, ts in sets.items():
@@ -352,6 +352,10 @@ def test_label_transfer_sets_labels_training_rows_once_and_reuses(tmp_path, dsd,
     rows.clear()
     again = A.label_transfer_sets(cfg, dsd)
     assert rows == [] and np.array_equal(A.logits_array(again["rules+gpt2"]), A.logits_array(sets["rules+gpt2"]))
+    assert again.reused  # all loaded: notebook 03 keeps the recorded time of the run that made them
+    _fake_augmented(cfg, "gpt2", [f"new gpt sentence {i} ." for i in range(20)])
+    third = A.label_transfer_sets(cfg, dsd)
+    assert not third.reused and sum(rows) == 40  # only the changed set's new rows (rules+gpt2) were labelled
     conf = A.confidence_summary(A.teacher_confidence(sets))
     assert dict(zip(conf["source"], conf["rows"])) == {"train": 60, "rules": 20, "gpt2": 20}
 
