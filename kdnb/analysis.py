@@ -468,3 +468,40 @@ def study_table(study) -> pd.DataFrame:
                      "seconds": t.user_attrs.get("seconds")})
     df = pd.DataFrame(rows)
     return df.sort_values("best dev", ascending=False).reset_index(drop=True) if len(df) else df
+
+
+SIZE_MAPS = {
+    "bilstm": {"trials_key": "optuna_trials", "x": "width", "y": "embedding",
+               "title": "by BiLSTM width and embedding"},
+    "bert_student": {"trials_key": "optuna_bert_trials", "x": "hidden_size", "y": "num_layers",
+                     "title": "by BERT student width and depth"},
+}
+"""The two size maps of notebook 06: the ``analysis`` key that sets their number of trials and
+the map's axes (columns of :func:`size_map_trials`)."""
+
+
+def size_map_trials(cfg: Config, student: str) -> pd.DataFrame:
+    """Run (or resume) the optuna study of ``student`` (``bilstm``: :func:`explore_bilstm`;
+    ``bert_student``: :func:`explore_bert_student`) on the transfer set of notebook 04
+    (``augment.transfer_set``) and return its :func:`study_table` plus ``best dev (%)`` (and, for
+    the BiLSTM, ``embedding`` as "type, mode"), ready for :func:`kdnb.figures.plot_size_map` with
+    the axes of :data:`SIZE_MAPS`. An empty table when ``analysis.<trials_key>`` is 0.
+
+    Raises:
+        ValueError: unknown ``student``.
+        StageInputError: no labelled transfer set (notebooks 02 and 03).
+    """
+    if student not in SIZE_MAPS:
+        raise ValueError(f"unknown student {student!r}; known: {', '.join(SIZE_MAPS)}")
+    if getattr(cfg.analysis, SIZE_MAPS[student]["trials_key"]) <= 0:
+        return pd.DataFrame()
+    from .augment import load_transfer_set
+    from .data import load_task
+
+    explore = explore_bilstm if student == "bilstm" else explore_bert_student
+    trials = study_table(explore(cfg, load_transfer_set(cfg), load_task(cfg.task, cfg.data_path)))
+    if len(trials):
+        if student == "bilstm":
+            trials["embedding"] = trials["embedding"] + ", " + trials["embedding_mode"]
+        trials["best dev (%)"] = 100 * trials["best dev"]
+    return trials

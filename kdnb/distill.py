@@ -51,6 +51,17 @@ def _tensor_lrs(optimizer: torch.optim.Optimizer) -> list:
     return [g["lr"] for g in inner.param_groups]
 
 
+def _restore_tensor_lrs(optimizer: torch.optim.Optimizer, lrs: list) -> None:
+    """Keep the captured tensor rates ``lrs`` in the parameter groups: a scheduler that assigned
+    a new value (a PyTorch whose schedulers do not write tensor rates in place) has it copied
+    into the captured tensor, which the graphs read, instead."""
+    inner = getattr(optimizer, "optimizer", optimizer)
+    for group, lr in zip(inner.param_groups, lrs):
+        if group["lr"] is not lr:
+            lr.fill_(group["lr"])
+            group["lr"] = lr
+
+
 @dataclass
 class FitResult:
     """What :func:`fit` returns.
@@ -272,8 +283,6 @@ def fit(
             ``save_steps`` / ``num_workers`` is out of range, or ``cuda_graphs`` on a CUDA
             device with a scheduler over float learning rates, accumulation, fp16 or several
             processes.
-        RuntimeError: under ``cuda_graphs`` the scheduler replaced a tensor learning rate
-            instead of writing it in place (the graphs would keep the old rate).
     """
     accum = int(accelerator.gradient_accumulation_steps)
     graphs = cuda_graphs and accelerator.device.type == "cuda"
@@ -359,10 +368,7 @@ def fit(
                     loss = graph_step(batch)
                     if scheduler is not None:
                         scheduler.step()
-                        if any(a is not b for a, b in zip(_tensor_lrs(optimizer), graph_lrs)):
-                            raise RuntimeError("cuda_graphs: the scheduler replaced a tensor learning rate instead "
-                                               "of writing it in place; the captured steps would keep the old "
-                                               "rate (a PyTorch without tensor-rate schedulers?).")
+                        _restore_tensor_lrs(optimizer, graph_lrs)
                 else:
                     with accelerator.accumulate(model):
                         with accelerator.autocast():

@@ -168,6 +168,7 @@ def plot_size_map(df: pd.DataFrame, x: str, y: str, value: str, task: str, title
     grid = df.pivot_table(index=y, columns=x, values=value, aggfunc="max")
     fig, ax = plt.subplots(figsize=(max(5.0, 1.5 + 0.9 * grid.shape[1]), max(3.0, 1.2 + 0.6 * grid.shape[0])))
     sns.heatmap(grid, annot=True, fmt=".1f", cmap="mako_r", cbar_kws={"label": value}, ax=ax)
+    ax.grid(False)  # the style's grid lines would cross the cells and the untried (blank) ones
     ax.set(xlabel=x, ylabel=y, title=f"{task}: {title}")
     fig.tight_layout()
     return fig

@@ -180,25 +180,16 @@ speed_png
 # `outputs/<task>/optuna.db` and resumes where it stopped.
 
 # %%
-if cfg.analysis.optuna_trials > 0:
-    from kdnb.augment import load_transfer_set
-    from kdnb.data import load_task
-
-    transfer = load_transfer_set(cfg)  # the transfer set of notebook 04 (augment.transfer_set)
-    study = analysis.explore_bilstm(cfg, transfer, load_task(cfg.task, cfg.data_path))
-    trials = analysis.study_table(study)
+trials = analysis.size_map_trials(cfg, "bilstm")  # empty unless analysis.optuna_trials > 0
+if len(trials):
     report.save_table(cfg, trials, "optuna_trials")
-else:
-    trials = pd.DataFrame()
 trials
 
 # %%
 size_map_png = None
 if len(trials):
-    trials["embedding"] = trials["embedding"] + ", " + trials["embedding_mode"]
-    trials["best dev (%)"] = 100 * trials["best dev"]
-    fig = figures.plot_size_map(trials, "width", "embedding", "best dev (%)", cfg.task,
-                                f"best dev {metric} by BiLSTM width and embedding")
+    m = analysis.SIZE_MAPS["bilstm"]
+    fig = figures.plot_size_map(trials, m["x"], m["y"], "best dev (%)", cfg.task, f"best dev {metric} {m['title']}")
     size_map_png = report.save_figure(cfg, fig, "bilstm_size_map")
 size_map_png
 
@@ -213,23 +204,16 @@ size_map_png
 # lives in `outputs/<task>/optuna.db` beside the BiLSTM's and resumes where it stopped.
 
 # %%
-if cfg.analysis.optuna_bert_trials > 0:
-    from kdnb.augment import load_transfer_set
-    from kdnb.data import load_task
-
-    transfer = load_transfer_set(cfg)  # the transfer set of notebook 04 (augment.transfer_set)
-    bert_study = analysis.explore_bert_student(cfg, transfer, load_task(cfg.task, cfg.data_path))
-    bert_trials = analysis.study_table(bert_study)
+bert_trials = analysis.size_map_trials(cfg, "bert_student")  # empty unless analysis.optuna_bert_trials > 0
+if len(bert_trials):
     report.save_table(cfg, bert_trials, "optuna_bert_trials")
-else:
-    bert_trials = pd.DataFrame()
 bert_trials
 
 # %%
 bert_size_map_png = None
 if len(bert_trials):
-    bert_trials["best dev (%)"] = 100 * bert_trials["best dev"]
-    fig = figures.plot_size_map(bert_trials, "hidden_size", "num_layers", "best dev (%)", cfg.task,
-                                f"best dev {metric} by BERT student width and depth")
+    m = analysis.SIZE_MAPS["bert_student"]
+    fig = figures.plot_size_map(bert_trials, m["x"], m["y"], "best dev (%)", cfg.task,
+                                f"best dev {metric} {m['title']}")
     bert_size_map_png = report.save_figure(cfg, fig, "bert_student_size_map")
 bert_size_map_png

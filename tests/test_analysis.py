@@ -368,3 +368,25 @@ def test_bert_student_exploration_with_teacher_init_samples_depth_only(tmp_path)
     (trial,) = study.trials
     assert trial.params["hidden_size"] == 384 and trial.params["num_layers"] in (1, 2)
     assert trial.distributions["hidden_size"].choices == (384,)
+
+
+def test_size_map_trials_runs_the_study_on_notebook_04s_transfer_set(tmp_path, monkeypatch):
+    """Notebook 06's size-map tables: the study of the named student on the saved transfer set,
+    with the map's axes and ``best dev (%)``; nothing is loaded or run when its trial budget is 0."""
+    from kdnb import augment, data
+
+    cfg, transfer, dsd = _optuna_stand_in(tmp_path, **{"analysis.optuna_epochs": 1, "bilstm.batch_size": 16,
+                                                       "analysis.optuna_trials": 1})
+    monkeypatch.setattr(augment, "load_transfer_set", lambda c: transfer)
+    monkeypatch.setattr(data, "load_task", lambda task, path: dsd)
+    table = analysis.size_map_trials(cfg, "bilstm")
+    assert len(table) == 1 and table["best dev (%)"].iloc[0] == pytest.approx(100 * table["best dev"].iloc[0])
+    assert table["embedding"].iloc[0] in {f"{e}, {m}" for e in ("teacher_wordpiece", "random")
+                                          for m in ("non-static", "multichannel")}
+    m = analysis.SIZE_MAPS["bilstm"]
+    assert {m["x"], m["y"]} <= set(table.columns)
+    off = load_config("cola", "smoke", overrides={"output_dir": str(tmp_path / "off"), "analysis.optuna_trials": 0})
+    monkeypatch.setattr(augment, "load_transfer_set", lambda c: pytest.fail("loaded with no trials asked"))
+    assert analysis.size_map_trials(off, "bilstm").empty
+    with pytest.raises(ValueError, match="unknown student 'lstm'"):
+        analysis.size_map_trials(cfg, "lstm")

@@ -221,6 +221,11 @@ def test_tensor_learning_rates_follow_the_schedule_in_place(tmp_path, one_thread
         assert lr_tensor.item() == pytest.approx(opt_f.param_groups[0]["lr"], rel=1e-6)
         opt_f.step(), opt_t.step(), sched_f.step(), sched_t.step()
     assert 0 < lr_tensor.item() < 0.05  # warmed up, decaying
+    from kdnb.distill import _restore_tensor_lrs
+
+    opt_t.param_groups[0]["lr"] = 0.0123  # a scheduler that assigns (older PyTorch): fit copies it back
+    _restore_tensor_lrs(opt_t, [lr_tensor])
+    assert opt_t.param_groups[0]["lr"] is lr_tensor and lr_tensor.item() == pytest.approx(0.0123)
 
     x, y, rows = _regression(72)  # 9 batches of 8 per epoch, 3 epochs: 27 steps
 
