@@ -102,7 +102,7 @@ def main(argv=None) -> int:
     from torch.utils.data import DataLoader
     from transformers import AutoTokenizer
 
-    from kdnb.bert_student import BertStudent, BertStudentCollate
+    from kdnb.bert_student import BertStudent, BertStudentCollate, pretokenise
     from kdnb.config import load_config
     from kdnb.data import load_task
     from kdnb.distill import tensor_learning_rates
@@ -235,22 +235,12 @@ def main(argv=None) -> int:
                                      "teacher_logits": [[0.1, -0.1]] * n})
     r = {}
 
-    def pad_collate(rows):  # pre-tokenised rows: only padding left to do
-        import torch
-
-        L = max(len(x["input_ids"]) for x in rows)
-        ids = torch.zeros(len(rows), L, dtype=torch.long)
-        for i, x in enumerate(rows):
-            ids[i, : len(x["input_ids"])] = torch.tensor(x["input_ids"])
-        return {"input_ids": ids, "attention_mask": (ids != 0).long(),
-                "teacher_logits": torch.tensor([x["teacher_logits"] for x in rows])}
-
-    pre = ds.map(lambda b: {"input_ids": tok(b["sentence"], truncation=True, max_length=128)["input_ids"]},
-                 batched=True, remove_columns=["sentence"])
+    pre = pretokenise(ds, tok, 128).remove_columns("length")  # as kdnb.bert_student trains
+    bert_collate = BertStudentCollate(tok, 128, 8, mask_4d=True)
     for workers in ((0,) if args.tiny else (4, 8)):
         for name, data, collate, b in (("BiLSTM WordPieceCollate", ds, WordPieceCollate(tok, 128), 50),
-                                       ("BertStudentCollate (graph shapes)", ds, BertStudentCollate(tok, 128, 8, mask_4d=True), 256),
-                                       ("BERT pre-tokenised, pad only", pre, pad_collate, 256)):
+                                       ("BERT student, tokenising per batch", ds, bert_collate, 256),
+                                       ("BERT student, pre-tokenised (the pipeline)", pre, bert_collate, 256)):
             loader = DataLoader(data, batch_size=b, shuffle=True, collate_fn=collate, num_workers=workers,
                                 pin_memory=device.type == "cuda")
             t = time.perf_counter()
