@@ -1,9 +1,10 @@
-"""Per-step cost of the two students' training steps on a GPU: where the time of an epoch goes.
+"""Per-step cost of the two students' training steps (and of GPT-2 sampling) on a GPU: where the time goes.
 
 Prints, for the thesis-size BiLSTM (batch 50) and BERT student (batch 256) on CoLA-length
 sentences, the milliseconds per optimiser step of several variants of the same step, measured
 on batches already on the device (so the data loader is out of it), and the data loader's own
-batches/s with its workers. A step that costs far more wall time than GPU kernel time is
+batches/s with its workers; then gpt2-medium sampling (bf16, 32 new subwords) at batches 256,
+1,024 and 4,096: ms per decoding step and its kernel time. A step that costs far more wall time than GPU kernel time is
 launch-bound (Python and kernel-launch overhead): that is what the variants attack.
 
     python benchmarks/gpu_step_profile.py --tokenizer outputs/gpu_carry/tokenizer \
@@ -47,7 +48,7 @@ def _kernel_ms(step, batches, device) -> float:
 
         torch.cuda.synchronize()
     total_us = sum(e.self_device_time_total for e in prof.key_averages())
-    return total_us / 1000 / 20
+    return total_us / 1000 / len(batches[:20])
 
 
 def _graphed_vs_eager(build, loss_fn, make_opt, batches, grad_clip, sync, prepare=None) -> dict:
@@ -226,6 +227,43 @@ def main(argv=None) -> int:
         r["kernel time compiled"] = _kernel_ms(step, bt, device)
     res["bert_ms_per_step"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}
     print("BERT student ms/step:", json.dumps(res["bert_ms_per_step"], indent=1), flush=True)
+
+    # ---- GPT-2 sampling (kdnb.augment.sample_sentences' settings: plain sampling, KV cache, weights
+    # in bf16 on a GPU) of a gpt2-medium shape, every row to 32 new subwords: ms per decoding step by
+    # batch size, and the kernel time of one (does the step time grow with the batch, or stay fixed?)
+    from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel
+
+    shape = (dict(n_layer=1, n_embd=32, n_head=2, vocab_size=1000) if args.tiny
+             else dict(n_layer=24, n_embd=1024, n_head=16, vocab_size=50_257))
+    torch.manual_seed(0)
+    lm = GPT2LMHeadModel(GPT2Config(n_positions=64, **shape)).to(device).eval()
+    if device.type == "cuda":
+        lm = lm.to(torch.bfloat16)
+    new = 4 if args.tiny else 32
+    gen = GenerationConfig(do_sample=True, max_new_tokens=new, top_k=None, top_p=1.0, use_cache=True,
+                           pad_token_id=0, eos_token_id=None)
+
+    def sample(ids):
+        with torch.no_grad():
+            return lm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gen)
+
+    r = {}
+    for bs in ((4, 8) if args.tiny else (256, 1024, 4096)):
+        ids = torch.randint(shape["vocab_size"], (bs, 1), generator=g).to(device)
+        sample(ids)
+        sync()
+        t = time.perf_counter()
+        out = sample(ids)
+        sync()
+        dt = time.perf_counter() - t
+        assert out.shape == (bs, 1 + new)
+        r[f"batch {bs}: ms per decoding step"] = 1000 * dt / new
+        r[f"batch {bs}: sentences/s"] = bs / dt
+        if bs == (8 if args.tiny else 1024):
+            r[f"batch {bs}: kernel ms per decoding step"] = _kernel_ms(sample, [ids], device) / new
+    res["gpt2_sampling"] = {k: round(v, 3) for k, v in r.items()}
+    print("GPT-2 sampling:", json.dumps(res["gpt2_sampling"], indent=1), flush=True)
+    del lm
 
     # ---- data loaders: batches/s with workers (rows from a datasets.Dataset, as in fit)
     import datasets
