@@ -8,7 +8,7 @@ batches/s with its workers; then gpt2-medium sampling (bf16, 32 new subwords) at
 launch-bound (Python and kernel-launch overhead): that is what the variants attack.
 
     python benchmarks/gpu_step_profile.py --tokenizer outputs/gpu_carry/tokenizer \
-        --data-dir outputs/gpu_carry/data            # a GPU: ≈ 2–3 min
+        --data-dir outputs/gpu_carry/data            # a GPU: ≈ 3 min
     python benchmarks/gpu_step_profile.py --tiny     # the same code on a CPU, seconds
 """
 from __future__ import annotations
