@@ -894,17 +894,18 @@ def label_transfer_sets(cfg: Config, dsd: datasets.DatasetDict, force: bool = Fa
         ``teacher_logits`` ``(rows, num_labels)`` float32; ``.reused`` is True when every set
         was loaded from saved outputs (no teacher forward pass).
     """
-    from .teacher import compute_teacher_logits, saved_teacher_logits, teacher_dir
+    from .teacher import _logits_meta, compute_teacher_logits, saved_teacher_logits, teacher_dir
 
     out = TransferSets()
 
     def label(ds: datasets.Dataset, name: str) -> datasets.Dataset:
-        path = transfer_dir(cfg, name)
-        if not force and (saved := saved_teacher_logits(cfg, ds, path, cfg.augment.shard_size)) is not None:
+        path, shard_size = transfer_dir(cfg, name), cfg.augment.shard_size
+        meta = _logits_meta(cfg, ds, shard_size)  # hashes the rows' text: once, for both calls
+        if not force and (saved := saved_teacher_logits(cfg, ds, path, shard_size, meta)) is not None:
             return saved
         out.reused = False
-        return compute_teacher_logits(cfg, ds, path, shard_size=cfg.augment.shard_size, force=force,
-                                      desc=f"teacher logits ({name})")
+        return compute_teacher_logits(cfg, ds, path, shard_size=shard_size, force=force,
+                                      desc=f"teacher logits ({name})", meta=meta)
 
     none = label(transfer_input(cfg, dsd, "none"), "none")
     for name in transfer_sets_needed(cfg):

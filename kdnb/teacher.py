@@ -289,6 +289,7 @@ def compute_teacher_logits(
     shard_size: int = 2048,
     force: bool = False,
     desc: str = "teacher logits",
+    meta: Optional[dict] = None,
 ) -> datasets.Dataset:
     """Label ``ds`` with the teacher's logits, shard by shard, and save it (Arrow) to ``out_dir``.
 
@@ -302,6 +303,8 @@ def compute_teacher_logits(
 
     Args:
         ds: rows with ``sentence`` (and ``sentence2``); any other columns are kept.
+        meta: the reuse key of ``ds`` if the caller already computed it (``_logits_meta``, as
+            for :func:`saved_teacher_logits`): hashing the rows' text is not done twice.
 
     Returns:
         ``ds`` plus a ``teacher_logits`` column of shape ``(len(ds), num_labels)`` (float32),
@@ -309,7 +312,7 @@ def compute_teacher_logits(
     """
     out_dir = Path(out_dir)
     meta_file = out_dir.with_name(out_dir.name + ".json")
-    meta = _logits_meta(cfg, ds, shard_size)
+    meta = meta or _logits_meta(cfg, ds, shard_size)
     if not force and (saved := saved_teacher_logits(cfg, ds, out_dir, shard_size, meta)) is not None:
         return saved
     model, tokenizer = load_teacher(cfg)
