@@ -317,15 +317,11 @@ class BertStudentCollate:
         self.mask_4d = mask_4d
 
     def __call__(self, rows: list[dict]) -> dict:
-        if "input_ids" in rows[0]:
-            ids, types = [r["input_ids"] for r in rows], [r["token_type_ids"] for r in rows]
+        if "input_ids" in rows[0]:  # pretokenise's rows
+            enc = {k: [r[k] for r in rows] for k in ("input_ids", "token_type_ids")}
         else:
-            texts = [[r["sentence"] for r in rows]]
-            if "sentence2" in rows[0]:
-                texts.append([r["sentence2"] for r in rows])
-            enc = self.tokenizer(*texts, truncation=True, max_length=self.max_length, return_token_type_ids=True)
-            ids, types = enc["input_ids"], enc["token_type_ids"]
-        batch = self._pad(ids, types)
+            enc = _encode(self.tokenizer, {c: [r[c] for r in rows] for c in _TEXT if c in rows[0]}, self.max_length)
+        batch = self._pad(enc["input_ids"], enc["token_type_ids"])
         if self.mask_4d:
             batch["attention_mask"] = batch["attention_mask"].bool()[:, None, None, :]
         if "teacher_logits" in rows[0]:
@@ -352,14 +348,24 @@ def pretokenise(ds: datasets.Dataset, tokenizer, max_length: int) -> datasets.Da
     :class:`BertStudentCollate` encodes them) and their ``length``: tokenised once with
     ``datasets.map`` — cached beside a data set saved on disk (a rerun reads the cache) —
     instead of in every epoch's batches."""
-    text = ["sentence"] + (["sentence2"] if "sentence2" in ds.column_names else [])
-
     def encode(b):
-        enc = tokenizer(*(b[c] for c in text), truncation=True, max_length=max_length, return_token_type_ids=True)
-        return {"input_ids": enc["input_ids"], "token_type_ids": enc["token_type_ids"],
-                "length": [len(x) for x in enc["input_ids"]]}
+        enc = _encode(tokenizer, b, max_length)
+        return {**enc, "length": [len(x) for x in enc["input_ids"]]}
 
-    return ds.map(encode, batched=True, batch_size=4096, remove_columns=text, desc="tokenising")
+    return ds.map(encode, batched=True, batch_size=4096, desc="tokenising",
+                  remove_columns=[c for c in _TEXT if c in ds.column_names])
+
+
+_TEXT = ("sentence", "sentence2")
+
+
+def _encode(tokenizer, columns: dict, max_length: int) -> dict:
+    """WordPiece ``input_ids`` and ``token_type_ids`` (lists, unpadded) of the ``sentence`` (and
+    ``sentence2``: pairs) lists in ``columns``, truncated to ``max_length``: the one encoding of
+    the collate and :func:`pretokenise`."""
+    enc = tokenizer(*(columns[c] for c in _TEXT if c in columns), truncation=True, max_length=max_length,
+                    return_token_type_ids=True)
+    return {"input_ids": enc["input_ids"], "token_type_ids": enc["token_type_ids"]}
 
 
 def _logits(model, batch: dict) -> torch.Tensor:
