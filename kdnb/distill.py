@@ -46,17 +46,20 @@ def tensor_learning_rates(optimizer: torch.optim.Optimizer, device: torch.device
         group["lr"] = torch.tensor(lr, dtype=torch.float32, device=device)
 
 
+def _unwrap(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """The PyTorch optimiser inside accelerate's ``AcceleratedOptimizer`` (or ``optimizer`` itself)."""
+    return getattr(optimizer, "optimizer", optimizer)
+
+
 def _tensor_lrs(optimizer: torch.optim.Optimizer) -> list:
-    inner = getattr(optimizer, "optimizer", optimizer)
-    return [g["lr"] for g in inner.param_groups]
+    return [g["lr"] for g in _unwrap(optimizer).param_groups]
 
 
 def _restore_tensor_lrs(optimizer: torch.optim.Optimizer, lrs: list) -> None:
     """Keep the captured tensor rates ``lrs`` in the parameter groups: a scheduler that assigned
     a new value (a PyTorch whose schedulers do not write tensor rates in place) has it copied
     into the captured tensor, which the graphs read, instead."""
-    inner = getattr(optimizer, "optimizer", optimizer)
-    for group, lr in zip(inner.param_groups, lrs):
+    for group, lr in zip(_unwrap(optimizer).param_groups, lrs):
         if group["lr"] is not lr:
             lr.fill_(group["lr"])
             group["lr"] = lr
@@ -140,7 +143,7 @@ class CUDAGraphStep:
     def __init__(self, model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict], torch.Tensor],
                  optimizer: torch.optim.Optimizer, *, grad_clip: Optional[float] = None,
                  autocast_dtype: Optional[torch.dtype] = None):
-        inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wraps it
+        inner = _unwrap(optimizer)
         if not torch.cuda.is_available():
             raise ValueError("cuda_graphs needs a CUDA device.")
         if not all(g.get("capturable") for g in inner.param_groups):
@@ -338,8 +341,7 @@ def fit(
 
     graph_step, graph_lrs = None, []
     if graphs:
-        inner = getattr(optimizer, "optimizer", optimizer)
-        for group in inner.param_groups:  # a checkpoint's tensor rates load on the CPU: back to the GPU
+        for group in _unwrap(optimizer).param_groups:  # a checkpoint's tensor rates load on the CPU: back to the GPU
             if torch.is_tensor(group["lr"]) and group["lr"].device != accelerator.device:
                 group["lr"] = group["lr"].to(accelerator.device)
         graph_lrs = _tensor_lrs(optimizer)
