@@ -37,7 +37,7 @@ from . import losses
 from .config import BertStudentConfig, Config
 from .data import score, task_spec
 from .distill import fit, make_accelerator, predict_logits, tensor_learning_rates
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .students import StudentResult, count_parameters
 from .utils import atomic_path, read_json, set_seed, write_json
 
@@ -347,7 +347,14 @@ def pretokenise(ds: datasets.Dataset, tokenizer, max_length: int) -> datasets.Da
     """``ds`` with its sentences replaced by WordPiece ``input_ids`` and ``token_type_ids`` (as
     :class:`BertStudentCollate` encodes them) and their ``length``: tokenised once with
     ``datasets.map`` — cached beside a data set saved on disk (a rerun reads the cache) —
-    instead of in every epoch's batches."""
+    instead of in every epoch's batches.
+
+    Raises:
+        DataError: ``ds`` has no ``sentence`` column.
+    """
+    if "sentence" not in ds.column_names:
+        raise DataError(f"the transfer set has no 'sentence' column to tokenise; its columns: {ds.column_names}")
+
     def encode(b):
         enc = _encode(tokenizer, b, max_length)
         return {**enc, "length": [len(x) for x in enc["input_ids"]]}

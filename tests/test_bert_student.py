@@ -150,6 +150,8 @@ def test_pretokenised_rows_give_the_batches_of_their_sentences(tokenizer, pad):
         assert got["input_ids"].shape[1] == (width if pad is None else -(-width // 8) * 8)
         assert all(torch.equal(got[k][:, :width], hf[k]) for k in ("input_ids", "attention_mask", "token_type_ids"))
         assert max(pre["length"]) == 12  # truncated to max_length
+    with pytest.raises(ValueError, match="no 'sentence' column.*'text'"):
+        B.pretokenise(ds.rename_column("sentence", "text"), tokenizer, 12)
 
 def test_graph_collate_pads_to_multiples_and_its_4d_mask_gives_the_same_logits(tokenizer):
     """The CUDA-graph collate (lengths rounded up to 8, a (B, 1, 1, T) bool mask that SDPA takes
