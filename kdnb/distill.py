@@ -253,6 +253,8 @@ def fit(
         optimizer, scheduler: already built on ``model``'s parameters; the scheduler (if any)
             is stepped once per optimiser step (accelerate's ``AcceleratedScheduler``).
         evaluate: ``evaluate(model) -> dev score`` (model is in eval mode during the call).
+            The global CPU RNG is saved before and restored after each call, so how often
+            (``evals_per_epoch``) and how it evaluates never changes the trained weights.
         seed: shuffling of epoch ``e`` uses ``torch.Generator().manual_seed(seed + e)``.
         ckpt_dir: where the checkpoint (``Accelerator.save_state`` plus ``trainer_state.json``)
             is kept; it is removed once training ends, the curve survives as
@@ -387,7 +389,10 @@ def fit(
                 step = epoch * steps_per_epoch + math.ceil(batch_no / accum)
                 if batch_no in eval_points:
                     model.eval()
-                    with torch.no_grad():
+                    # The CPU RNG (dropout on a CPU, a DataLoader's base seed) is restored after
+                    # the evaluation, so evals_per_epoch and what evaluate() draws never change
+                    # the training that follows.
+                    with torch.no_grad(), torch.random.fork_rng(devices=[]):
                         dev = float(evaluate(model))
                     model.train()
                     mean_loss = run_sum.item() / max(n_running, 1)
@@ -462,14 +467,17 @@ def predict_logits(
         num_workers: ``DataLoader`` worker processes that collate the batches.
 
     Returns:
-        Tensor of shape ``(len(dataset), num_labels)``.
+        Tensor of shape ``(len(dataset), num_labels)``. The global RNG is not drawn from (the
+        loader has its own generator), so predicting between training steps changes nothing.
     """
     device = accelerator.device if accelerator is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
     out = []
+    # Its own generator for the workers' base seed: predicting never draws from the global RNG.
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn,
-                        num_workers=num_workers, pin_memory=device.type == "cuda")
+                        num_workers=num_workers, pin_memory=device.type == "cuda",
+                        generator=torch.Generator().manual_seed(0))
     for batch in tqdm(loader, desc=desc, leave=False, disable=desc is None):
         batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         if accelerator is not None:

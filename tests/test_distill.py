@@ -18,7 +18,7 @@ import torch
 
 from kdnb.config import PROJECT_ROOT, load_config
 from kdnb.data import load_task, subsample
-from kdnb.distill import fit, make_accelerator
+from kdnb.distill import fit, make_accelerator, predict_logits
 
 from .conftest import SHARED_DATA
 
@@ -36,7 +36,7 @@ def _collate(rows):
 
 
 def _fit(ckpt: Path, *, dropout=0.3, accum=1, batch_size=8, n=70, die_at=None, save_steps=None, lengths=False,
-         seen=None):
+         seen=None, evals_per_epoch=3, evaluate=None):
     """Train a small MLP for 3 epochs; ``die_at``: the loss call that raises (a simulated kill)."""
     x, y, rows = _regression(n)
     torch.manual_seed(0)
@@ -56,8 +56,8 @@ def _fit(ckpt: Path, *, dropout=0.3, accum=1, batch_size=8, n=70, die_at=None, s
         return torch.nn.functional.mse_loss(m(b["x"]), b["y"])
 
     res = fit(model, train_set=rows, collate_fn=_collate, batch_size=batch_size, loss_fn=loss_fn, optimizer=opt,
-              scheduler=sched, epochs=3, evaluate=lambda m: float(m(x).sum()), seed=1, ckpt_dir=ckpt,
-              accelerator=acc, evals_per_epoch=3, save_steps=save_steps,
+              scheduler=sched, epochs=3, evaluate=evaluate or (lambda m: float(m(x).sum())), seed=1, ckpt_dir=ckpt,
+              accelerator=acc, evals_per_epoch=evals_per_epoch, save_steps=save_steps,
               lengths=[i % 7 + 1 for i in range(n)] if lengths else None)
     return res, [p.detach().clone() for p in acc.unwrap_model(model).parameters()]
 
@@ -95,6 +95,29 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path, one_thread):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="not a multiple of gradient_accumulation_steps 3"):
         _fit(tmp_path / "c", accum=3)
+
+
+def test_evaluations_never_change_the_training(tmp_path, one_thread):
+    """Dropout draws from the global CPU RNG; so did each evaluation's DataLoader (its base seed),
+    so evaluating more often used to give other weights."""
+    x, _, rows = _regression()
+
+    def dev(m):  # the pipeline's evaluations: predict_logits over a dev set
+        return float(predict_logits(m, rows, _collate, 16, lambda mm, b: mm(b["x"])).sum())
+
+    def drawing(m):  # an evaluation that draws from the global RNG itself
+        return float(m(x + torch.randn_like(x)).sum())
+
+    once, w_once = _fit(tmp_path / "a", evals_per_epoch=1, evaluate=dev)
+    thrice, w_thrice = _fit(tmp_path / "b", evals_per_epoch=3, evaluate=dev)
+    _, w_drawing = _fit(tmp_path / "c", evals_per_epoch=2, evaluate=drawing)
+    assert (len(once.curve), len(thrice.curve)) == (3, 9)
+    assert [c["dev_score"] for c in once.curve] == [c["dev_score"] for c in thrice.curve[2::3]]
+    assert all(torch.equal(a, b) and torch.equal(a, c) for a, b, c in zip(w_once, w_thrice, w_drawing))
+    linear = torch.nn.Linear(5, 1)
+    state = torch.random.get_rng_state()
+    predict_logits(linear, rows, _collate, 16, lambda m, b: m(b["x"]))
+    assert torch.equal(torch.random.get_rng_state(), state)
 
 
 # ---- a BiLSTM student killed with SIGKILL mid-epoch --------------------------------------------
