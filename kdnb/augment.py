@@ -631,12 +631,12 @@ def train_gpt2(cfg: Config, dsd: datasets.DatasetDict, force: bool = False) -> d
                  loss_fn=lambda m, b: m(**b).loss, optimizer=optimizer, scheduler=scheduler, epochs=g.epochs,
                  evaluate=dev_perplexity, seed=cfg.seed, ckpt_dir=mdir.with_name("gpt2_model.checkpoint"),
                  accelerator=accelerator, lengths=[len(x) for x in enc], desc="GPT-2 LM",
-                 save_steps=g.save_steps, num_workers=cfg.num_workers)
+                 save_steps=g.save_steps, num_workers=cfg.num_workers, select_best="min")
     model = accelerator.unwrap_model(model)
     curve = [{("dev_perplexity" if k == "dev_score" else k): v for k, v in r.items()} for r in fr.curve]
     first_ids, first_p = first_subword_distribution(enc)
     rec = {"config_hash": key, "model": g.model_name_or_path, "description": desc,
-           "n_params": sum(p.numel() for p in model.parameters()), "dev_perplexity": curve[-1]["dev_perplexity"],
+           "n_params": sum(p.numel() for p in model.parameters()), "dev_perplexity": fr.best_score,
            "curve": curve, "seconds": round(fr.seconds, 2), "training_sentences": len(enc),
            "first_subwords": {"ids": first_ids.tolist(), "p": first_p.tolist()}}
     with atomic_path(mdir) as tmp:

@@ -36,7 +36,7 @@ from transformers import BertConfig, BertForSequenceClassification, get_linear_s
 from . import losses
 from .config import BertStudentConfig, Config
 from .data import score, task_spec
-from .distill import fit, make_accelerator, predict_logits, tensor_learning_rates
+from .distill import fit, make_accelerator, predict_logits, selection_record, tensor_learning_rates
 from .errors import ConfigError, DataError
 from .students import StudentResult, count_parameters
 from .utils import atomic_path, read_json, set_seed, write_json
@@ -638,6 +638,7 @@ def _train(cfg: Config, transfer_set, dsd, name: str, method: Optional[str], key
         "cuda_graphs": fr.cuda_graphs,
         "assistant_seconds": assistant_seconds,
         "transfer_set_size": len(transfer_set),
+        **selection_record(fr),
     }
     write_json(sdir / "result.json", res)
     return _result_from_disk(name, sdir, res, reused=False)
@@ -648,7 +649,8 @@ def _result_from_disk(name: str, sdir: Path, res: dict, reused: bool) -> BertStu
         name=name, curve=pd.read_csv(sdir / "learning_curve.csv"), dev_score=res["dev_score"],
         test_score=res["test_score"], n_params=res["n_params"], seconds=res["seconds"], reused=reused,
         method=res.get("method"), n_params_non_embedding=res.get("n_params_non_embedding", 0),
-        assistant_seconds=res.get("assistant_seconds", 0.0), epoch_seconds=res.get("epoch_seconds"))
+        assistant_seconds=res.get("assistant_seconds", 0.0), epoch_seconds=res.get("epoch_seconds"),
+        dev_last=res.get("dev_last"), best_epoch=res.get("best_epoch"))
 
 
 def load_bert_student(cfg: Config, name: str, teacher=None) -> BertStudent:

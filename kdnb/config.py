@@ -810,7 +810,7 @@ def _validate(cfg: Config) -> None:
     _fraction("bilstm.rho", b.rho, lo_open=True)
     choice("bilstm.embedding", b.embedding, ("teacher_wordpiece", "random", "word2vec"))
     choice("bilstm.embedding_mode", b.embedding_mode, ("static", "non-static", "multichannel"))
-    choice("bilstm.loss", b.loss, ("mse", "kl", "ce"))
+    choice("bilstm.loss", b.loss, ("mse", "mse_sum", "kl", "ce"))
     _training_keys("bilstm", b)
     b.word2vec.validate()
     if b.enabled and b.embedding == "word2vec" and cfg.probing.enabled:

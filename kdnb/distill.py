@@ -80,6 +80,8 @@ class FitResult:
             checkpoint included (the first one also holds one-off costs such as graph captures).
         cuda_graphs: with ``fit(cuda_graphs=True)`` on a GPU: ``steps``, ``captures`` (graphs
             recorded, one per batch shape) and ``eager_reason`` (None, or why it fell back).
+        best: with ``fit(select_best=...)``: the evaluation whose weights the model holds on
+            return (``step``, ``epoch``, ``dev_score``), else None.
     """
 
     curve: list[dict] = field(default_factory=list)
@@ -88,10 +90,36 @@ class FitResult:
     resumed_batches: int = 0
     cuda_graphs: Optional[dict] = None
     epoch_seconds: list[float] = field(default_factory=list)
+    best: Optional[dict] = None
 
     @property
     def final_score(self) -> float:
+        """Dev score of the last evaluation (the last epoch's weights)."""
         return self.curve[-1]["dev_score"] if self.curve else float("nan")
+
+    last_score = final_score
+
+    @property
+    def best_score(self) -> float:
+        """Dev score of the kept (best) evaluation; the last one without model selection."""
+        return self.best["dev_score"] if self.best else self.final_score
+
+
+def selection_record(fr: FitResult) -> dict:
+    """What a stage's ``result.json`` says of its model selection: ``dev_last`` (the last
+    evaluation's dev score), ``best_epoch`` and ``best_step`` (where the kept weights come from;
+    the last evaluation's without selection). The kept model's own ``dev_score`` is recomputed
+    by the caller from its predictions."""
+    point = fr.best or (fr.curve[-1] if fr.curve else {})
+    return {"dev_last": fr.last_score, "best_epoch": point.get("epoch"), "best_step": point.get("step")}
+
+
+def _improves(score: float, best: Optional[dict], mode: str) -> bool:
+    """Whether ``score`` beats the kept evaluation ``best`` (``mode`` max or min); ties keep the
+    earlier one, as early stopping does; a NaN score never replaces a kept one."""
+    if best is None:
+        return True
+    return score > best["dev_score"] if mode == "max" else score < best["dev_score"]
 
 
 def make_accelerator(mixed_precision: str = "no", gradient_accumulation_steps: int = 1) -> Accelerator:
@@ -238,6 +266,7 @@ def fit(
     num_workers: int = 0,
     pin_memory: Optional[bool] = None,
     cuda_graphs: bool = False,
+    select_best: Optional[str] = "max",
 ) -> FitResult:
     """Train ``model`` for ``epochs`` epochs, evaluating and checkpointing as it goes.
 
@@ -279,13 +308,18 @@ def fit(
             (:func:`tensor_learning_rates`), no gradient accumulation, bf16 or fp32, one
             process); ignored on a CPU. ``FitResult.cuda_graphs`` reports the captures (or why
             it ran eager).
+        select_best: model selection as in Sučík (2020), who keeps each model's checkpoint with
+            the best dev score: ``max`` (a score) or ``min`` (a loss or perplexity) keeps a CPU copy of the
+            weights at the best evaluation, saves it with every checkpoint (so a resumed run keeps
+            the same one) and loads it into ``model`` before returning; ``FitResult.best`` names
+            it. ``None``: the last weights are returned.
 
     Returns:
         :class:`FitResult` with the learning curve; ``curve[i]["step"]`` counts optimiser steps.
 
     Raises:
         ValueError: ``batch_size`` is not a multiple of the gradient accumulation steps, or
-            ``save_steps`` / ``num_workers`` is out of range, or ``cuda_graphs`` on a CUDA
+            ``save_steps`` / ``num_workers`` / ``select_best`` is out of range, or ``cuda_graphs`` on a CUDA
             device with a scheduler over float learning rates, accumulation, fp16 or several
             processes.
     """
@@ -305,6 +339,8 @@ def fit(
         raise ValueError(f"save_steps must be >= 1 or None, got {save_steps!r}.")
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers!r}.")
+    if select_best not in ("max", "min", None):
+        raise ValueError(f"select_best must be 'max', 'min' or None, got {select_best!r}.")
     micro = batch_size // accum
     ckpt_dir = Path(ckpt_dir)
     state_file = ckpt_dir / "trainer_state.json"
@@ -325,6 +361,7 @@ def fit(
     scheduler = prepared[3] if scheduler is not None else None
 
     result = FitResult()
+    best_state: Optional[dict] = None  # CPU copy of the weights at result.best
     start_epoch, skip_batches, running, n_running = 0, 0, 0.0, 0
     if state_file.exists() and json.loads(state_file.read_text()).get("resume_key") != resume_key:
         accelerator.print(f"{desc}: parameters changed since the checkpoint; starting afresh")
@@ -336,6 +373,9 @@ def fit(
         skip_batches = state.get("batches_done", 0)
         running, n_running = state.get("running_loss", 0.0), state.get("running_batches", 0)
         result.curve = state["curve"]
+        result.best = state.get("best")
+        if result.best is not None and (ckpt_dir / "best_model.pt").exists():
+            best_state = torch.load(ckpt_dir / "best_model.pt", map_location="cpu", weights_only=True)
         result.resumed_epochs = start_epoch
         result.resumed_batches = skip_batches
         where = f"epoch {start_epoch}" + (f" and {skip_batches} batches" if skip_batches else "")
@@ -396,23 +436,28 @@ def fit(
                         dev = float(evaluate(model))
                     model.train()
                     mean_loss = run_sum.item() / max(n_running, 1)
-                    result.curve.append({
-                        "step": step,
-                        "epoch": round(epoch + batch_no / batches_per_epoch, 4),
-                        "train_loss": mean_loss,
-                        "dev_score": dev,
-                    })
+                    point = {"step": step, "epoch": round(epoch + batch_no / batches_per_epoch, 4),
+                             "train_loss": mean_loss, "dev_score": dev}
+                    result.curve.append(point)
+                    if select_best and _improves(dev, result.best, select_best):
+                        result.best = {k: point[k] for k in ("step", "epoch", "dev_score")}
+                        best_state = {k: v.detach().to("cpu", copy=True)
+                                      for k, v in accelerator.unwrap_model(model).state_dict().items()}
                     bar.set_postfix(loss=f"{mean_loss:.4f}", dev=f"{dev:.4f}")
                     run_sum.zero_()
                     n_running = 0
                 if (save_steps is not None and accelerator.sync_gradients and step % save_steps == 0
                         and batch_no < batches_per_epoch):
                     _save_checkpoint(accelerator, ckpt_dir, epoch, result.curve, resume_key,
-                                     batches_done=batch_no, running=(run_sum.item(), n_running))
+                                     batches_done=batch_no, running=(run_sum.item(), n_running),
+                                     best=(result.best, best_state))
             running, n_running = 0.0, 0
-            _save_checkpoint(accelerator, ckpt_dir, epoch + 1, result.curve, resume_key)
+            _save_checkpoint(accelerator, ckpt_dir, epoch + 1, result.curve, resume_key,
+                             best=(result.best, best_state))
             result.epoch_seconds.append(round(timer.elapsed() - sum(result.epoch_seconds), 3))
     result.seconds = timer.seconds
+    if best_state is not None:  # in place: parameters a captured CUDA graph points into stay valid
+        accelerator.unwrap_model(model).load_state_dict(best_state)
     if graph_step is not None:
         result.cuda_graphs = {"steps": graph_step.steps, "captures": graph_step.captures,
                               "eager_reason": graph_step.eager_reason}
@@ -426,12 +471,15 @@ def fit(
 
 def _save_checkpoint(accelerator: Accelerator, ckpt_dir: Path, epochs_done: int, curve: list,
                      resume_key: Optional[str] = None, batches_done: int = 0,
-                     running: tuple[float, int] = (0.0, 0)) -> None:
-    """Atomically replace the checkpoint: state and trainer_state.json are renamed together.
+                     running: tuple[float, int] = (0.0, 0),
+                     best: tuple[Optional[dict], Optional[dict]] = (None, None)) -> None:
+    """Atomically replace the checkpoint: state, the best weights and trainer_state.json are
+    renamed together.
 
     ``batches_done`` > 0 marks a mid-epoch checkpoint (that many batches of epoch
     ``epochs_done`` are done); ``running`` is the (sum, count) of the train losses since the
-    last evaluation, so the resumed curve's ``train_loss`` matches.
+    last evaluation, so the resumed curve's ``train_loss`` matches; ``best`` is the kept
+    evaluation and its weights (``best_model.pt``) under model selection.
     """
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
@@ -439,9 +487,11 @@ def _save_checkpoint(accelerator: Accelerator, ckpt_dir: Path, epochs_done: int,
     with atomic_path(ckpt_dir) as tmp:
         tmp.mkdir()
         accelerator.save_state(str(tmp / "state"))
+        if best[1] is not None:
+            torch.save(best[1], tmp / "best_model.pt")
         (tmp / "trainer_state.json").write_text(json.dumps({
             "epochs_done": epochs_done, "batches_done": batches_done, "running_loss": running[0],
-            "running_batches": running[1], "curve": curve, "resume_key": resume_key}))
+            "running_batches": running[1], "curve": curve, "resume_key": resume_key, "best": best[0]}))
 
 
 @torch.no_grad()

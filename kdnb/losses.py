@@ -27,6 +27,26 @@ def mse_logits(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> to
     return F.mse_loss(student_logits, teacher_logits.to(student_logits.dtype))
 
 
+def mse_sum_logits(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Squared L2 distance between student and teacher logits, summed over the classes.
+
+    Tang et al. (2019), eq. 2, as written: ``L_distill = ||z^B - z^S||_2^2`` per example
+    (summed over the ``C`` logits), averaged over the batch: ``C`` times :func:`mse_logits`.
+    With ``C`` classes the mean over the logits divides the gradient by ``C`` (57 on Sara); with
+    Adadelta, whose first steps are about ``sqrt(ε)/sqrt(E[g²] + ε)`` times the gradient, such
+    small gradients keep the updates tiny for many steps.
+
+    Returns:
+        scalar tensor (per-example sum, batch mean).
+
+    Raises:
+        ValueError: if the two tensors differ in shape.
+    """
+    _same_shape(student_logits, teacher_logits)
+    diff = student_logits - teacher_logits.to(student_logits.dtype)
+    return diff.pow(2).sum(-1).mean()
+
+
 def soft_cross_entropy(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
 ) -> torch.Tensor:
@@ -75,18 +95,22 @@ def _same_shape(a: torch.Tensor, b: torch.Tensor) -> None:
 
 
 def logit_loss(name: str, temperature: float = 1.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The KD loss on logits named in params (``mse`` | ``kl`` | ``ce``) as a 2-argument callable.
+    """The KD loss on logits named in params as a 2-argument callable: ``mse`` (mean over the
+    logits, as castorini/d-bert's ``nn.MSELoss``), ``mse_sum`` (summed over the logits, Tang et al.
+    2019 eq. 2 as written), ``kl`` or ``ce`` (at ``temperature``).
 
     Raises:
         ValueError: unknown name.
     """
     if name == "mse":
         return mse_logits
+    if name == "mse_sum":
+        return mse_sum_logits
     if name == "kl":
         return lambda s, t: kl_divergence(s, t, temperature)
     if name == "ce":
         return lambda s, t: soft_cross_entropy(s, t, temperature)
-    raise ValueError(f"unknown KD loss {name!r}; expected one of mse, kl, ce")
+    raise ValueError(f"unknown KD loss {name!r}; expected one of mse, mse_sum, kl, ce")
 
 
 # ---------------------------------------------------------------------------------------------

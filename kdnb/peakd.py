@@ -56,7 +56,7 @@ from torch import nn
 
 from .config import Config, PeaKDConfig
 from .data import content_hash, score
-from .distill import fit, make_accelerator, predict_logits
+from .distill import fit, make_accelerator, predict_logits, selection_record
 from .errors import ConfigError
 from .losses import kl_divergence
 from .utils import Timer, atomic_path, read_json, set_seed, write_json
@@ -585,6 +585,7 @@ def distill_peakd(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets.Dat
         "ptp_seconds": ptp_seconds,
         "ptp_counts": ptp_counts,
         "transfer_set_size": len(transfer_set),
+        **selection_record(fr),
     }
     write_json(sdir / "result.json", res)
     return _result_from_disk(name, sdir, res, reused=False)

@@ -28,7 +28,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from .config import BiLSTMConfig, Config
 from .data import score, task_spec
-from .distill import fit, make_accelerator, predict_logits
+from .distill import fit, make_accelerator, predict_logits, selection_record
 from .losses import logit_loss
 from .utils import atomic_path, read_json, set_seed, write_json
 
@@ -348,6 +348,8 @@ class StudentResult:
     seconds: float
     reused: bool
     epoch_seconds: Optional[list] = None  # per trained epoch (s); the first holds one-off costs
+    dev_last: Optional[float] = None      # the last evaluation's dev score (dev_score: the kept, best one)
+    best_epoch: Optional[float] = None    # (fractional) epoch of the kept checkpoint
 
 
 def _bilstm_forward(model, batch: dict) -> torch.Tensor:
@@ -449,6 +451,7 @@ def distill_bilstm(
         "seconds": fr.seconds,
         "epoch_seconds": fr.epoch_seconds,
         "transfer_set_size": len(transfer_set),
+        **selection_record(fr),
     }
     write_json(sdir / "result.json", res)
     return _student_from_disk(name, sdir, res, reused=False)
@@ -457,4 +460,5 @@ def distill_bilstm(
 def _student_from_disk(name: str, sdir: Path, res: dict, reused: bool) -> StudentResult:
     return StudentResult(name=name, curve=pd.read_csv(sdir / "learning_curve.csv"), dev_score=res["dev_score"],
                          test_score=res["test_score"], n_params=res["n_params"], seconds=res["seconds"],
-                         reused=reused, epoch_seconds=res.get("epoch_seconds"))
+                         reused=reused, epoch_seconds=res.get("epoch_seconds"), dev_last=res.get("dev_last"),
+                         best_epoch=res.get("best_epoch"))

@@ -26,7 +26,7 @@ from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Dat
 
 from .config import PACKAGED_TEACHER, Config
 from .data import content_hash, is_labelled, score, subsample, task_spec
-from .distill import FitResult, fit, make_accelerator, predict_logits
+from .distill import FitResult, fit, make_accelerator, predict_logits, selection_record
 from .errors import ConfigError, StageInputError
 from .utils import Timer, atomic_path, read_json, set_seed, write_json
 
@@ -115,6 +115,8 @@ class TeacherResult:
     n_params: int
     seconds: float
     reused: bool
+    dev_last: Optional[float] = None    # the last evaluation's dev score (dev_score: the kept, best one)
+    best_epoch: Optional[float] = None  # (fractional) epoch of the kept checkpoint
 
 
 def teacher_dir(cfg: Config) -> Path:
@@ -123,6 +125,10 @@ def teacher_dir(cfg: Config) -> Path:
 
 def fine_tune_teacher(cfg: Config, dsd: datasets.DatasetDict, force: bool = False) -> TeacherResult:
     """Fine-tune the teacher on ``dsd['train']`` and save everything under ``<out>/teacher/``.
+
+    The kept model is the checkpoint with the best dev score (:func:`kdnb.distill.fit`'s
+    ``select_best``), as in the thesis; its predictions, test score and logits are what the
+    study uses, and ``result.json`` also gives the last evaluation's dev score (``dev_last``).
 
     Writes ``model/`` (``save_pretrained``: weights, config, tokenizer), ``learning_curve.csv``
     (dev score at each evaluation), ``dev_predictions.csv`` (label, prediction, logits) and
@@ -205,6 +211,7 @@ def fine_tune_teacher(cfg: Config, dsd: datasets.DatasetDict, force: bool = Fals
         "n_params": sum(p.numel() for p in model.parameters()),
         "seconds": fr.seconds,
         "metric": spec.metric,
+        **selection_record(fr),
     }
     write_json(tdir / "result.json", res)
     return _result_from_disk(tdir, res, reused=False)
@@ -214,7 +221,7 @@ def _result_from_disk(tdir: Path, res: dict, reused: bool) -> TeacherResult:
     return TeacherResult(
         model_dir=tdir / "model", curve=pd.read_csv(tdir / "learning_curve.csv"),
         dev_score=res["dev_score"], test_score=res["test_score"], n_params=res["n_params"],
-        seconds=res["seconds"], reused=reused,
+        seconds=res["seconds"], reused=reused, dev_last=res.get("dev_last"), best_epoch=res.get("best_epoch"),
     )
 
 

@@ -36,7 +36,7 @@ def _collate(rows):
 
 
 def _fit(ckpt: Path, *, dropout=0.3, accum=1, batch_size=8, n=70, die_at=None, save_steps=None, lengths=False,
-         seen=None, evals_per_epoch=3, evaluate=None):
+         seen=None, evals_per_epoch=3, evaluate=None, select_best="max"):
     """Train a small MLP for 3 epochs; ``die_at``: the loss call that raises (a simulated kill)."""
     x, y, rows = _regression(n)
     torch.manual_seed(0)
@@ -58,7 +58,7 @@ def _fit(ckpt: Path, *, dropout=0.3, accum=1, batch_size=8, n=70, die_at=None, s
     res = fit(model, train_set=rows, collate_fn=_collate, batch_size=batch_size, loss_fn=loss_fn, optimizer=opt,
               scheduler=sched, epochs=3, evaluate=evaluate or (lambda m: float(m(x).sum())), seed=1, ckpt_dir=ckpt,
               accelerator=acc, evals_per_epoch=evals_per_epoch, save_steps=save_steps,
-              lengths=[i % 7 + 1 for i in range(n)] if lengths else None)
+              lengths=[i % 7 + 1 for i in range(n)] if lengths else None, select_best=select_best)
     return res, [p.detach().clone() for p in acc.unwrap_model(model).parameters()]
 
 
@@ -108,9 +108,10 @@ def test_evaluations_never_change_the_training(tmp_path, one_thread):
     def drawing(m):  # an evaluation that draws from the global RNG itself
         return float(m(x + torch.randn_like(x)).sum())
 
-    once, w_once = _fit(tmp_path / "a", evals_per_epoch=1, evaluate=dev)
-    thrice, w_thrice = _fit(tmp_path / "b", evals_per_epoch=3, evaluate=dev)
-    _, w_drawing = _fit(tmp_path / "c", evals_per_epoch=2, evaluate=drawing)
+    # the last weights (select_best keeps the best evaluation's, which depends on where one evaluates)
+    once, w_once = _fit(tmp_path / "a", evals_per_epoch=1, evaluate=dev, select_best=None)
+    thrice, w_thrice = _fit(tmp_path / "b", evals_per_epoch=3, evaluate=dev, select_best=None)
+    _, w_drawing = _fit(tmp_path / "c", evals_per_epoch=2, evaluate=drawing, select_best=None)
     assert (len(once.curve), len(thrice.curve)) == (3, 9)
     assert [c["dev_score"] for c in once.curve] == [c["dev_score"] for c in thrice.curve[2::3]]
     assert all(torch.equal(a, b) and torch.equal(a, c) for a, b, c in zip(w_once, w_thrice, w_drawing))
@@ -118,6 +119,45 @@ def test_evaluations_never_change_the_training(tmp_path, one_thread):
     state = torch.random.get_rng_state()
     predict_logits(linear, rows, _collate, 16, lambda m, b: m(b["x"]))
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+# ---- model selection: the best dev checkpoint is kept ------------------------------------------
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_select_best_returns_the_weights_of_the_best_evaluation(tmp_path, one_thread, mode):
+    """The returned model scores what its best evaluation scored, which is not the last one."""
+    x, y, _ = _regression()
+    snapshots = []
+
+    def dev(m):  # a dev score that rises and falls over the 9 evaluations, and the weights it saw
+        snapshots.append([p.detach().clone() for p in m.parameters()])
+        return [3.0, 5.0, 9.0, 4.0, 9.0, 2.0, 1.0, 6.0, 0.5][len(snapshots) - 1] * (1 if mode == "max" else -1)
+
+    res, weights = _fit(tmp_path / "ck", evaluate=dev, select_best=mode, dropout=0.0)
+    assert res.best == {k: res.curve[2][k] for k in ("step", "epoch", "dev_score")}  # ties keep the first
+    assert res.best_score == res.curve[2]["dev_score"] and res.last_score == res.curve[-1]["dev_score"]
+    assert all(torch.equal(a, b) for a, b in zip(weights, snapshots[2]))
+    assert not all(torch.equal(a, b) for a, b in zip(weights, snapshots[-1]))
+    last, w_last = _fit(tmp_path / "last", evaluate=lambda m: 0.0, select_best=None, dropout=0.0)
+    assert last.best is None and all(torch.equal(a, b) for a, b in zip(w_last, snapshots[-1]))
+
+
+def test_select_best_survives_a_resume(tmp_path, one_thread):
+    """A run killed after its best evaluation returns, once resumed, the same best weights."""
+    scores = iter([1.0, 8.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 0.0] * 2)
+    whole, w_whole = _fit(tmp_path / "whole", evaluate=lambda m: next(scores), save_steps=4)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(tmp_path / "killed", evaluate=lambda m: next(scores), save_steps=4, die_at=15)
+    state = json.loads((tmp_path / "killed" / "trainer_state.json").read_text())
+    assert state["best"]["dev_score"] == 8.0 and (tmp_path / "killed" / "best_model.pt").exists()
+    rest = iter([2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 0.0][len(state["curve"]) - 2:])
+    resumed, w_resumed = _fit(tmp_path / "killed", evaluate=lambda m: next(rest), save_steps=4)
+    assert resumed.best == whole.best and resumed.best["dev_score"] == 8.0
+    assert all(torch.equal(a, b) for a, b in zip(w_whole, w_resumed))
+
+
+def test_select_best_rejects_an_unknown_mode(tmp_path):
+    with pytest.raises(ValueError, match="select_best must be 'max', 'min' or None"):
+        _fit(tmp_path / "ck", select_best="best")
 
 
 # ---- a BiLSTM student killed with SIGKILL mid-epoch --------------------------------------------
