@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from kdnb.losses import hard_cross_entropy, kl_divergence, logit_loss, mse_logits, soft_cross_entropy
+from kdnb.losses import hard_cross_entropy, kl_divergence, logit_loss, mse_logits, mse_sum_logits, soft_cross_entropy
 
 S = torch.tensor([[1.0, 2.0], [0.0, 0.0]])
 T = torch.tensor([[3.0, 0.0], [1.0, -1.0]])
@@ -13,6 +13,20 @@ def test_mse_on_hand_computed_values():
     # squared differences: (2², 2²), (1², 1²) → mean over 4 elements = 10/4
     assert mse_logits(S, T).item() == pytest.approx(2.5)
     assert mse_logits(T, T).item() == 0.0
+
+
+def test_mse_sum_on_hand_computed_values_and_its_gradient_scale():
+    # per example: 2² + 2² = 8 and 1² + 1² = 2 → batch mean 5 (Tang et al. 2019, eq. 2 summed over classes)
+    assert mse_sum_logits(S, T).item() == pytest.approx(5.0)
+    assert logit_loss("mse_sum")(S, T).item() == pytest.approx(5.0)
+    with pytest.raises(ValueError, match="differ in shape"):
+        mse_sum_logits(S, T[:1])
+    # with C classes, the mean over the logits has C times smaller gradients (here C = 57, as Sara)
+    s = torch.randn(4, 57, requires_grad=True)
+    t = torch.randn(4, 57)
+    g_mean, = torch.autograd.grad(mse_logits(s, t), s)
+    g_sum, = torch.autograd.grad(mse_sum_logits(s, t), s)
+    torch.testing.assert_close(g_sum, 57 * g_mean)
 
 
 def _softmax(z):
