@@ -1104,3 +1104,77 @@ def augmentation_ablation(cfg: Config, dsd: datasets.DatasetDict, done: Optional
     table = pd.DataFrame(rows).dropna(axis=1, how="all")  # no test column for unlabelled test sets
     report.save_table(cfg, table, "augmentation_ablation")
     return table
+
+
+# ---------------------------------------------------------------------------------------------
+# The finding: the BiLSTM vs the size of the transfer set
+# ---------------------------------------------------------------------------------------------
+def transfer_size_ablation(cfg: Config, transfer: datasets.Dataset, dsd: datasets.DatasetDict,
+                           teacher_dev: float, done: Optional[object] = None, force: bool = False) -> pd.DataFrame:
+    """The BiLSTM distilled on growing prefixes of the labelled transfer set (Sučík 2020, §3 and
+    ch. 5; Tang et al. 2019, Table 3; Tang & Lin 2019): the training rows plus the first ``n``
+    augmented ones for each ``n`` of ``augment.size_ablation`` (0 = the training set alone), every
+    student with the same ``bilstm`` parameters (epochs included), seed and teacher, saved as
+    ``<out>/students/bilstm_size<n>``. ``done``: the main BiLSTM, already trained on the whole
+    ``transfer`` (reused for the largest size when it equals ``len(transfer)``). Writes
+    ``<out>/transfer_size_ablation.csv``.
+
+    Returns:
+        One row per size: ``augmented`` (n), ``transfer-set rows``, ``dev <metric> (%)`` (kept,
+        best dev checkpoint), ``dev, last epoch (%)``, ``best epoch``, ``retention (%)`` (kept dev /
+        ``teacher_dev``), ``test <metric> (%)`` where labelled, ``seconds`` (training wall time).
+
+    Raises:
+        ConfigError: a size larger than the transfer set's augmented rows.
+    """
+    from . import report
+    from .data import task_spec
+    from .students import distill_bilstm
+
+    label = task_spec(cfg.task).metric_label
+    n_train = int(sum(1 for s in column(transfer, "source") if s == "train"))
+    n_aug = len(transfer) - n_train
+    rows = []
+    for n in cfg.augment.size_ablation:
+        if n > n_aug:
+            raise ConfigError(f"key 'augment.size_ablation': size {n} exceeds the {n_aug} augmented sentences of "
+                              f"transfer set '{cfg.augment.transfer_set}' (augment.transfer_size).")
+        if done is not None and n == n_aug:
+            res = done
+        else:
+            res = distill_bilstm(cfg, transfer.select(range(n_train + n)), dsd, name=f"bilstm_size{n}", force=force)
+        rows.append({"augmented": n, "transfer-set rows": n_train + n,
+                     f"dev {label} (%)": round(100 * res.dev_score, 1),
+                     f"dev {label}, last epoch (%)": None if res.dev_last is None else round(100 * res.dev_last, 1),
+                     "best epoch": res.best_epoch, "retention (%)": round(100 * res.dev_score / teacher_dev, 1),
+                     f"test {label} (%)": None if res.test_score is None else round(100 * res.test_score, 1),
+                     "seconds": round(res.seconds, 1)})
+    table = pd.DataFrame(rows).dropna(axis=1, how="all")
+    report.save_table(cfg, table, "transfer_size_ablation")
+    return table
+
+
+def plot_transfer_size(table: pd.DataFrame, task: str, teacher_dev: float, metric_label: str):
+    """The finding in one figure: the BiLSTM's dev score (kept checkpoint) against the number of
+    augmented sentences in its transfer set, with the teacher's dev score as a line and the
+    retention on a second axis. ``table``: :func:`transfer_size_ablation`'s."""
+    import matplotlib.pyplot as plt
+
+    dev_col = f"dev {metric_label} (%)"
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    x = table["augmented"].to_numpy()
+    ax.plot(x, table[dev_col], "o-", color="C0", label="BiLSTM student (kept checkpoint)")
+    if f"dev {metric_label}, last epoch (%)" in table:
+        ax.plot(x, table[f"dev {metric_label}, last epoch (%)"], "x--", color="C0", alpha=0.5, label="last epoch")
+    ax.axhline(100 * teacher_dev, color="C3", lw=1.2, label=f"teacher ({100 * teacher_dev:.1f})")
+    ax.set_xlabel("augmented sentences in the transfer set (besides the training set)")
+    ax.set_ylabel(f"dev {metric_label} (%)")
+    ax.set_ylim(bottom=min(0.0, float(table[dev_col].min())))
+    right = ax.twinx()
+    lo, hi = ax.get_ylim()  # in %: the same points as a share of the teacher's dev score
+    right.set_ylim(lo / teacher_dev, hi / teacher_dev)
+    right.set_ylabel("retention (% of the teacher)")
+    ax.set_title(f"{task}: student skill vs transfer-set size")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig

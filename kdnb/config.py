@@ -105,6 +105,9 @@ class BiLSTMConfig:
     epochs: int = 30
     max_length: int = 128
     evals_per_epoch: int = 1
+    # batches of similar lengths (transformers' LengthGroupedSampler: random mega-batches of 50
+    # batches sorted by length inside): less padding, fewer LSTM steps; False: random batches
+    length_grouped: bool = False
     save_steps: Optional[int] = None    # also checkpoint every N optimiser steps (None: per epoch only)
     gradient_accumulation_steps: int = 1  # batch_size is split into this many micro-batches
     word2vec: Word2Vec = field(default_factory=Word2Vec)  # used only with embedding: word2vec
@@ -376,6 +379,9 @@ class AugmentConfig:
     ablation: bool = False
     ablation_sets: list[str] = field(default_factory=lambda: ["none", "rules", "gpt2"])
     ablation_budget: str = "equal_epochs"
+    # the finding (notebook 04): one BiLSTM per number of augmented sentences added to the training
+    # set, e.g. [0, 10000, 30000]; [] = off (kdnb.augment.transfer_size_ablation)
+    size_ablation: list[int] = field(default_factory=list)
     rules: Rules = field(default_factory=Rules)
     gpt2: GPT2 = field(default_factory=GPT2)
 
@@ -389,6 +395,10 @@ class AugmentConfig:
         for s in self.ablation_sets:
             _choice("augment.ablation_sets", s, sets)
         _choice("augment.ablation_budget", self.ablation_budget, ("equal_epochs", "equal_steps"))
+        if (len(set(self.size_ablation)) != len(self.size_ablation)
+                or any(not isinstance(n, int) or isinstance(n, bool) or n < 0 for n in self.size_ablation)):
+            raise ConfigError(f"key 'augment.size_ablation': must list distinct sentence counts (integers >= 0), "
+                              f"got {self.size_ablation!r}.")
         self.rules.validate()
         self.gpt2.validate()
 
@@ -515,6 +525,9 @@ class Config:
     output_dir: str = "outputs/{task}"
     figures_dir: str = "thesis_figures"
     seed: int = 42
+    # seeds of the students (notebook 04): each student is distilled once per seed, from the same
+    # teacher and transfer set (made with ``seed``), and reported as mean ± std; [] = ``seed`` only
+    seeds: list[int] = field(default_factory=list)
     mixed_precision: str = "no"
     num_workers: int = 0                # DataLoader worker processes for training and teacher logits
     cuda_graphs: bool = False           # on a GPU: student steps replayed as CUDA graphs (kdnb.distill.CUDAGraphStep)
@@ -547,6 +560,15 @@ class Config:
     def figure_path(self, name: str, ext: str = "png") -> Path:
         """``<figures>/<task>_<name>.<ext>``."""
         return self.figures / f"{self.task}_{name}.{ext}"
+
+    @property
+    def student_seeds(self) -> list[int]:
+        """The seeds each student is distilled with: ``seeds``, or ``[seed]`` when it is empty."""
+        return list(self.seeds) or [self.seed]
+
+    def with_seed(self, seed: int) -> "Config":
+        """This config with ``seed`` replaced (a student's run of :attr:`student_seeds`)."""
+        return dataclasses.replace(self, seed=seed)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -795,6 +817,8 @@ def _validate(cfg: Config) -> None:
     positive, choice = _positive, _choice
 
     positive("train_limit", cfg.train_limit, allow_none=True)
+    if len(set(cfg.seeds)) != len(cfg.seeds) or any(not isinstance(s, int) or isinstance(s, bool) for s in cfg.seeds):
+        raise ConfigError(f"key 'seeds': must list distinct integers ([] = the run's seed only), got {cfg.seeds!r}.")
     choice("mixed_precision", cfg.mixed_precision, ("no", "fp16", "bf16"))
     t = cfg.teacher
     for k in ("learning_rate", "epochs", "batch_size", "max_length", "evals_per_epoch", "logits_batch_size"):

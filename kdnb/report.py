@@ -99,19 +99,46 @@ def load_metrics(cfg: Config) -> dict[str, Any]:
 
 
 def record_model(cfg: Config, name: str, *, n_params: int, dev: float, test: Optional[float] = None,
-                 **extra: Any) -> dict:
+                 result: Any = None, seed_runs: Any = None, **extra: Any) -> dict:
     """Add or replace model ``name`` in ``metrics.json``; recompute every retention.
 
-    Scores are fractions as returned by :func:`kdnb.data.score`; retention is
-    ``dev / teacher dev`` (None until the teacher is recorded).
+    Scores are fractions as returned by :func:`kdnb.data.score`; ``dev`` and ``test`` are the
+    kept (best dev) checkpoint's; retention is ``dev / teacher dev`` (None until the teacher is
+    recorded). ``result`` (a stage's result with ``dev_last`` and ``best_epoch``) adds those two;
+    ``seed_runs`` (:class:`kdnb.students.SeedRuns`) adds ``seeds``: per-seed scores with their
+    mean and sample std, and retention mean ± std against the teacher.
     """
     m = load_metrics(cfg)
-    m["models"][name] = {"n_params": int(n_params), "dev": dev, "test": test, **extra}
+    entry = {"n_params": int(n_params), "dev": dev, "test": test, **extra}
+    if result is not None:
+        entry.update(dev_last=getattr(result, "dev_last", None), best_epoch=getattr(result, "best_epoch", None))
+    if seed_runs is not None:
+        entry["seeds"] = seed_runs.summary()
+    m["models"][name] = entry
     teacher = m["models"].get("teacher")
-    for entry in m["models"].values():
-        entry["retention"] = (entry["dev"] / teacher["dev"]) if teacher and teacher["dev"] else None
+    t_dev = teacher["dev"] if teacher and teacher["dev"] else None
+    for e in m["models"].values():
+        e["retention"] = (e["dev"] / t_dev) if t_dev else None
+        if "seeds" in e:
+            from .students import mean_std
+
+            ret = mean_std([d / t_dev for d in e["seeds"]["dev"]]) if t_dev else (None, None)
+            e["seeds"]["retention_mean"], e["seeds"]["retention_std"] = ret
     write_json(metrics_path(cfg), m)
     return m
+
+
+def seed_line(seed_runs: Any, teacher_dev: Optional[float]) -> str:
+    """One line on a student's seeds for the notebooks: ``dev per seed; mean ± std; retention``
+    (scores in %), or that the report used one seed and is noise on a small dev set."""
+    sm = seed_runs.summary(teacher_dev)
+    if len(sm["seeds"]) == 1:
+        return (f"one seed ({sm['seeds'][0]}): a single run; `seeds` in params (e.g. PROFILE=seeds) gives "
+                "mean ± std over several")
+    per = ", ".join(f"{s}: {100 * d:.1f}" for s, d in zip(sm["seeds"], sm["dev"]))
+    ret = (f"; retention {100 * sm['retention_mean']:.1f} ± {100 * sm['retention_std']:.1f} %"
+           if sm.get("retention_mean") is not None else "")
+    return f"{len(sm['seeds'])} seeds ({per}): dev {100 * sm['dev_mean']:.1f} ± {100 * sm['dev_std']:.1f} %{ret}"
 
 
 def record_stage(cfg: Config, stage: str, seconds: float, reused: bool = False) -> None:
@@ -125,18 +152,32 @@ def record_stage(cfg: Config, stage: str, seconds: float, reused: bool = False) 
 
 
 def results_table(cfg: Config) -> pd.DataFrame:
-    """One row per model: parameters, dev and test score (in %), retention (in %), and the
-    thesis' reference numbers where it reports that model."""
+    """One row per model: parameters; dev score of the kept (best dev) checkpoint and of the
+    last evaluation, the kept checkpoint's epoch; test score (labelled test sets, kept
+    checkpoint); retention (kept student dev / kept teacher dev); with several seeds their mean
+    and sample std of dev, test and retention and their number; the thesis' reference numbers
+    where it reports that model. Scores in %."""
     m = load_metrics(cfg)
+    label = task_spec(cfg.task).metric_label
     rows = []
     for name, e in m["models"].items():
         r = thesis_reference(cfg.task, name)
+        seeds = e.get("seeds") or {}
         rows.append({
             "model": name,
             "parameters (M)": round(e["n_params"] / 1e6, 2),
-            f"dev {task_spec(cfg.task).metric_label} (%)": _pct(e["dev"]),
-            f"test {task_spec(cfg.task).metric_label} (%)": _pct(e.get("test")),
+            f"dev {label} (%)": _pct(e["dev"]),
+            f"dev {label}, last epoch (%)": _pct(e.get("dev_last")),
+            "best epoch": e.get("best_epoch"),
+            f"test {label} (%)": _pct(e.get("test")),
             "retention (%)": _pct(e.get("retention")),
+            "seeds": len(seeds.get("seeds", [])) or 1,
+            f"dev {label} mean (%)": _pct(seeds.get("dev_mean")),
+            f"dev {label} std (%)": _pct(seeds.get("dev_std")),
+            f"test {label} mean (%)": _pct(seeds.get("test_mean")),
+            f"test {label} std (%)": _pct(seeds.get("test_std")),
+            "retention mean (%)": _pct(seeds.get("retention_mean")),
+            "retention std (%)": _pct(seeds.get("retention_std")),
             "thesis dev (%)": r.get("dev"),
             "thesis test (%)": r.get("test"),
             "thesis parameters (M)": r.get("params_m"),

@@ -301,6 +301,20 @@ def vocabulary_ids(tokenizer, parts: list, max_length: int, batch_size: int = 10
     return torch.tensor(sorted(seen), dtype=torch.long)
 
 
+def token_lengths(tokenizer, ds: datasets.Dataset, max_length: int, batch_size: int = 10_000) -> list[int]:
+    """Tokens per row as :class:`WordPieceCollate` (or the word tokenizer) reads it, truncated to
+    ``max_length``; for sentence pairs the two sentences' lengths added. What ``fit`` groups
+    batches by (``bilstm.length_grouped``)."""
+    out: list[int] = []
+    cols = [c for c in ("sentence", "sentence2") if c in ds.column_names]
+    for start in range(0, len(ds), batch_size):
+        chunk = ds[start:start + batch_size]
+        per_col = [[max(1, len(ids)) for ids in tokenizer(list(chunk[c]), add_special_tokens=False, truncation=True,
+                                                           max_length=max_length)["input_ids"]] for c in cols]
+        out += [sum(x) for x in zip(*per_col)]
+    return out
+
+
 def teacher_embeddings(teacher_model) -> torch.Tensor:
     """The teacher's WordPiece embedding matrix ``(V, E)`` (a detached copy)."""
     return teacher_model.get_input_embeddings().weight.detach().clone()
@@ -350,6 +364,69 @@ class StudentResult:
     epoch_seconds: Optional[list] = None  # per trained epoch (s); the first holds one-off costs
     dev_last: Optional[float] = None      # the last evaluation's dev score (dev_score: the kept, best one)
     best_epoch: Optional[float] = None    # (fractional) epoch of the kept checkpoint
+
+
+def seed_name(name: str, seed: int, cfg: Config) -> str:
+    """Where a student's run with ``seed`` is saved: ``name`` for the run's own ``seed`` (what a
+    one-seed report trains), ``<name>-seed<seed>`` for the others."""
+    return name if seed == cfg.seed else f"{name}-seed{seed}"
+
+
+@dataclass
+class SeedRuns:
+    """One student distilled once per seed of :attr:`kdnb.config.Config.student_seeds`
+    (:func:`distill_seeds`); the teacher and the transfer set are the same for every seed.
+
+    Attributes:
+        name: the student's name (``bilstm``, ``bert_student``).
+        runs: ``{seed: result}`` in seed order.
+        main: the result of the run's own ``seed`` (else the first seed's): what the report's
+            single-seed tables, predictions and figures use.
+    """
+
+    name: str
+    runs: dict
+    main: StudentResult
+
+    def summary(self, teacher_dev: Optional[float] = None) -> dict:
+        """Per-seed and aggregate scores for ``metrics.json``: ``seeds``, ``dev``, ``dev_last``,
+        ``test`` (lists, seed order; fractions), ``dev_mean``/``dev_std``, ``test_mean``/``test_std``
+        (None without labelled test), and with ``teacher_dev`` ``retention_mean``/``retention_std``.
+        The standard deviation is the sample one (``ddof=1``; 0 for one seed)."""
+        res = list(self.runs.values())
+        out = {"seeds": list(self.runs), "dev": [r.dev_score for r in res], "dev_last": [r.dev_last for r in res],
+               "test": [r.test_score for r in res]}
+        out["dev_mean"], out["dev_std"] = mean_std(out["dev"])
+        tests = [t for t in out["test"] if t is not None]
+        out["test_mean"], out["test_std"] = mean_std(tests) if len(tests) == len(res) else (None, None)
+        if teacher_dev:
+            out["retention_mean"], out["retention_std"] = mean_std([d / teacher_dev for d in out["dev"]])
+        return out
+
+
+def mean_std(values: list) -> tuple[float, float]:
+    """Mean and sample standard deviation (``ddof=1``; 0.0 for a single value) of ``values``.
+
+    Raises:
+        ValueError: ``values`` is empty.
+    """
+    if not values:
+        raise ValueError("mean_std of no values")
+    arr = np.asarray(values, dtype=np.float64)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def distill_seeds(cfg: Config, distill, *args, name: str, **kwargs) -> SeedRuns:
+    """Run ``distill(cfg_s, *args, name=..., **kwargs)`` (e.g. :func:`distill_bilstm`,
+    :func:`kdnb.bert_student.distill_bert_student`) once per seed ``s`` of
+    ``cfg.student_seeds``, with ``cfg_s = cfg.with_seed(s)`` and the run saved under
+    :func:`seed_name`; each run is reused or resumed on its own.
+
+    Returns:
+        :class:`SeedRuns`.
+    """
+    runs = {s: distill(cfg.with_seed(s), *args, name=seed_name(name, s, cfg), **kwargs) for s in cfg.student_seeds}
+    return SeedRuns(name=name, runs=runs, main=runs.get(cfg.seed, next(iter(runs.values()))))
 
 
 def _bilstm_forward(model, batch: dict) -> torch.Tensor:
@@ -407,6 +484,7 @@ def distill_bilstm(
     if bc.embedding_mode != "static":  # exact speed-up: see BiLSTMStudent.compact
         model.compact(vocabulary_ids(tokenizer, [transfer_set, *dsd.values()], bc.max_length))
     model.packed = not graphs
+    lengths = token_lengths(tokenizer, transfer_set, bc.max_length) if bc.length_grouped else None
     kd = logit_loss(bc.loss, bc.temperature)
     accelerator = make_accelerator(cfg.mixed_precision, bc.gradient_accumulation_steps)
     optimizer = torch.optim.Adadelta([p for p in model.parameters() if p.requires_grad],
@@ -422,7 +500,7 @@ def distill_bilstm(
     fr = fit(model, train_set=transfer_set, collate_fn=collate, batch_size=bc.batch_size,
              loss_fn=lambda m, b: kd(_bilstm_forward(m, b), b["teacher_logits"]), optimizer=optimizer,
              epochs=bc.epochs, evaluate=evaluate, seed=cfg.seed, ckpt_dir=sdir / "checkpoint",
-             accelerator=accelerator, evals_per_epoch=bc.evals_per_epoch, grad_clip=bc.grad_clip,
+             accelerator=accelerator, evals_per_epoch=bc.evals_per_epoch, grad_clip=bc.grad_clip, lengths=lengths,
              resume_key=key, desc=name, save_steps=bc.save_steps, num_workers=cfg.num_workers, cuda_graphs=graphs)
     if fr.cuda_graphs:
         print(f"[kdnb] {name}: CUDA graphs {fr.cuda_graphs}", flush=True)

@@ -29,7 +29,7 @@ from kdnb import report
 from kdnb.augment import load_transfer_set, source_counts
 from kdnb.config import load_config
 from kdnb.data import load_task, task_spec
-from kdnb.students import distill_bilstm
+from kdnb.students import distill_bilstm, distill_seeds
 
 cfg = load_config(task, profile, data_dir=data_dir, overrides=overrides)
 dsd = load_task(cfg.task, cfg.data_path)
@@ -42,19 +42,23 @@ print(f"transfer set '{cfg.augment.transfer_set}': {len(transfer)} sentences "
 # ## BiLSTM student
 
 # %%
+teacher_dev = report.load_metrics(cfg)["models"]["teacher"]["dev"]
 if cfg.bilstm.enabled:
-    bilstm = distill_bilstm(cfg, transfer, dsd, force=force)
+    bilstm_seeds = distill_seeds(cfg, distill_bilstm, transfer, dsd, name="bilstm", force=force)
+    bilstm = bilstm_seeds.main
     if not bilstm.reused:
         report.record_stage(cfg, "bilstm_training", bilstm.seconds)
     report.record_model(cfg, "bilstm", n_params=bilstm.n_params, dev=bilstm.dev_score, test=bilstm.test_score,
-                        model="BiLSTM (Tang et al. 2019)", loss=cfg.bilstm.loss,
-                        transfer_set=cfg.augment.transfer_set)
+                        result=bilstm, seed_runs=bilstm_seeds, model="BiLSTM (Tang et al. 2019)",
+                        loss=cfg.bilstm.loss, transfer_set=cfg.augment.transfer_set, transfer_rows=len(transfer))
 
 # %%
 # NBVAL_CHECK_OUTPUT
 if cfg.bilstm.enabled:
-    print(f"parameters: {bilstm.n_params:,}")
-    print(f"dev {metric}: {100 * bilstm.dev_score:.1f} %")
+    print(f"parameters: {bilstm.n_params:,}; {cfg.bilstm.loss} loss on {len(transfer):,} transfer-set rows")
+    print(f"dev {metric}: {100 * bilstm.dev_score:.1f} % (kept checkpoint, epoch {bilstm.best_epoch}; last "
+          f"{100 * bilstm.dev_last:.1f} %); retention {100 * bilstm.dev_score / teacher_dev:.1f} %")
+    print(report.seed_line(bilstm_seeds, teacher_dev))
     print(bilstm.curve.round(4).to_string(index=False))
 
 # %% [markdown]
@@ -76,6 +80,26 @@ if cfg.augment.ablation and cfg.bilstm.enabled:
     print(ablation.drop(columns=["seconds"]).to_string(index=False))
 
 # %% [markdown]
+# ## The finding: student skill vs transfer-set size
+#
+# With `augment.size_ablation` (e.g. `PROFILE=ablation`), one BiLSTM per number of augmented
+# sentences added to the training set (0 = the training set alone), all with the same
+# parameters, epochs and teacher: the thesis' central result is that a student distilled on a
+# large transfer set keeps most of its teacher's skill (Sučík 2020; Tang et al. 2019). Written
+# to `outputs/<task>/transfer_size_ablation.csv`.
+
+# %%
+if cfg.augment.size_ablation and cfg.bilstm.enabled:
+    from kdnb.augment import plot_transfer_size, transfer_size_ablation
+    from kdnb.utils import Timer
+
+    with Timer() as timer:
+        sizes = transfer_size_ablation(cfg, transfer, dsd, teacher_dev, done=bilstm, force=force)
+    report.record_stage(cfg, "transfer_size_ablation", timer.seconds)
+    report.save_figure(cfg, plot_transfer_size(sizes, cfg.task, teacher_dev, metric), "transfer_size")
+    print(sizes.to_string(index=False))
+
+# %% [markdown]
 # ## BERT student
 #
 # The thesis' small BERT (Sučík 2020, §4.3): `bert_student.num_layers` layers of width
@@ -93,16 +117,26 @@ if cfg.bert_student.enabled:
     from kdnb.bert_student import distill_bert_student
 
     bc = cfg.bert_student
-    bert = distill_bert_student(cfg, transfer, dsd, method=bc.method, force=force)
+    bert_seeds = distill_seeds(cfg, distill_bert_student, transfer, dsd, name="bert_student", method=bc.method,
+                               force=force)
+    bert = bert_seeds.main
     if not bert.reused:
         report.record_stage(cfg, "bert_student_training", bert.seconds)
     report.record_model(cfg, "bert_student", n_params=bert.n_params, dev=bert.dev_score, test=bert.test_score,
+                        result=bert, seed_runs=bert_seeds,
                         model=f"BERT student L={bc.num_layers} H={bc.hidden_size} (Sučík 2020), init {bc.init}",
                         loss=f"{bc.method or bc.loss} at T={bc.temperature:g}", n_params_non_embedding=bert.n_params_non_embedding,
-                        transfer_set=cfg.augment.transfer_set)
+                        transfer_set=cfg.augment.transfer_set, transfer_rows=len(transfer))
+
+# %%
+# NBVAL_CHECK_OUTPUT
+if bert is not None:
     print(f"L={bc.num_layers}, H={bc.hidden_size}, I={bc.intermediate_size}, A={bc.num_heads}, init {bc.init}: "
           f"{bert.n_params:,} parameters ({bert.n_params_non_embedding:,} outside the embeddings)")
-    print(f"{bc.loss} at T={bc.temperature:g}, {bc.epochs} epochs; dev {metric}: {100 * bert.dev_score:.1f} %")
+    print(f"{bc.method or bc.loss} at T={bc.temperature:g}, {bc.epochs} epochs; dev {metric}: {100 * bert.dev_score:.1f} % "
+          f"(kept checkpoint, epoch {bert.best_epoch}; last {100 * bert.dev_last:.1f} %); "
+          f"retention {100 * bert.dev_score / teacher_dev:.1f} %")
+    print(report.seed_line(bert_seeds, teacher_dev))
     print(bert.curve.round(4).to_string(index=False))
 
 # %% [markdown]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -361,11 +362,13 @@ def test_label_transfer_sets_labels_training_rows_once_and_reuses(tmp_path, dsd,
 
 
 def test_ablation_profile_is_the_cpu_profile_plus_the_ablation():
-    """params/profiles/ablation.yaml is cpu.yaml plus augment.ablation: they share outputs/<task>/ and the
+    """params/profiles/ablation.yaml is cpu.yaml plus augment.ablation and the transfer-set sizes of the size
+    ablation: they share outputs/<task>/ and the
     fine-tuned teacher (its reuse key covers task, seed, train_limit and the teacher section)."""
     for task in ("cola", "sst2", "sara"):
         abl = load_config(task, "ablation").to_dict()
-        cpu = load_config(task, "cpu", overrides={"augment.ablation": True}).to_dict()
+        cpu = load_config(task, "cpu", overrides={"augment.ablation": True,
+                                                  "augment.size_ablation": load_config(task, "ablation").augment.size_ablation}).to_dict()
         abl.pop("profile"), cpu.pop("profile")
         assert abl == cpu, f"params/profiles/ablation.yaml differs from cpu.yaml + augment.ablation ({task})"
         a, c = load_config(task, "ablation"), load_config(task, "cpu")
@@ -399,3 +402,29 @@ def test_augmentation_ablation_trains_one_bilstm_per_set_and_writes_the_table(tm
     assert "test MCC (%)" not in table.columns  # CoLA's test set is unlabelled
     saved = pd.read_csv(cfg.out / "augmentation_ablation.csv")
     assert list(saved["transfer set"]) == ["none", "rules", "gpt2"]
+
+
+def test_transfer_size_ablation_trains_one_bilstm_per_prefix(tmp_path, dsd):
+    import pandas as pd
+
+    from kdnb.students import distill_bilstm
+
+    cfg = _cfg(tmp_path, **{"augment.transfer_set": "gpt2", "augment.transfer_size": 40, "augment.ablation": False,
+                            "augment.size_ablation": [0, 20, 40], "bilstm.epochs": 1,
+                            "bilstm.hidden_size": 8, "bilstm.fc_size": 8})
+    _tiny_teacher(cfg)
+    _fake_augmented(cfg, "gpt2", [f"gpt sentence {i} ." for i in range(100)])
+    transfer = A.label_transfer_sets(cfg, dsd)["gpt2"]
+    main = distill_bilstm(cfg, transfer, dsd)
+    table = A.transfer_size_ablation(cfg, transfer, dsd, teacher_dev=0.5, done=main)
+    assert list(table["augmented"]) == [0, 20, 40] and list(table["transfer-set rows"]) == [60, 80, 100]
+    assert not (cfg.out / "students" / "bilstm_size40").exists()  # the main student was reused
+    small = distill_bilstm(cfg, transfer.select(range(60)), dsd, name="bilstm_size0")
+    assert small.reused and table["dev MCC (%)"].iloc[0] == round(100 * small.dev_score, 1)
+    assert table["retention (%)"].iloc[2] == round(100 * main.dev_score / 0.5, 1)
+    assert list(pd.read_csv(cfg.out / "transfer_size_ablation.csv")["augmented"]) == [0, 20, 40]
+    fig = A.plot_transfer_size(table, "cola", 0.5, "MCC")
+    assert fig.axes[0].get_xlabel().startswith("augmented sentences")
+    too_big = dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment, size_ablation=[41]))
+    with pytest.raises(ConfigError, match="size 41 exceeds the 40 augmented sentences"):
+        A.transfer_size_ablation(too_big, transfer, dsd, teacher_dev=0.5)

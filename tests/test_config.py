@@ -50,6 +50,10 @@ def test_int_is_accepted_for_float_keys():
         ({"mixed_precision": "fp8"}, "'mixed_precision'"),
         ({"cuda_graphs": "yes"}, "'cuda_graphs'"),
         ({"bert_student.method": "distil"}, "'bert_student.method': must be one of .*alpha_mix"),
+        ({"seeds": [1, 1]}, "'seeds': must list distinct integers"),
+        ({"seeds": ["a"]}, "'seeds': must list distinct integers"),
+        ({"augment.size_ablation": [0, -5]}, "'augment.size_ablation': must list distinct sentence counts"),
+        ({"bilstm.loss": "l1"}, "'bilstm.loss': must be one of mse, mse_sum"),
     ],
 )
 def test_bad_values_are_rejected_with_the_key(overrides, message):
@@ -105,3 +109,15 @@ def test_profile_extends_another(tmp_path, monkeypatch):
         C.load_config("cola", "loop")
     with pytest.raises(ConfigError, match="unknown profile 'gpu'"):
         C.load_config("cola", "bad")
+
+
+def test_student_seeds_and_with_seed():
+    cfg = load_config("cola", "cpu")
+    assert cfg.student_seeds == [cfg.seed]
+    three = load_config("cola", "cpu", overrides={"seeds": [42, 43, 44]})
+    assert three.student_seeds == [42, 43, 44]
+    other = three.with_seed(43)
+    assert other.seed == 43 and three.seed == 42 and other.out == three.out
+    # the teacher's reuse key does not see the students' seeds
+    assert three.section_hash("task", "seed", "train_limit", "teacher") == cfg.section_hash(
+        "task", "seed", "train_limit", "teacher")

@@ -49,3 +49,28 @@ def test_collect_thesis_writes_every_task_and_its_figures(tmp_path, monkeypatch)
     res = pd.read_csv(index.parent / "results.csv")
     assert res.groupby("task").size().to_dict() == {"cola": 2, "sara": 2}
     assert res.loc[(res.task == "sara") & (res.model == "bilstm"), "retention (%)"].item() == 50.0
+
+
+def test_seed_runs_are_recorded_with_mean_std_and_retention(tmp_path):
+    from types import SimpleNamespace
+
+    from kdnb.students import SeedRuns
+
+    cfg = _cfg("cola", tmp_path)
+    report.record_model(cfg, "teacher", n_params=10, dev=0.40, test=None)
+    runs = {s: SimpleNamespace(dev_score=d, dev_last=d - 0.05, test_score=None, best_epoch=2.0)
+            for s, d in ((42, 0.30), (43, 0.20), (44, 0.25))}
+    sr = SeedRuns(name="bilstm", runs=runs, main=runs[42])
+    report.record_model(cfg, "bilstm", n_params=5, dev=0.30, result=runs[42], seed_runs=sr)
+    e = report.load_metrics(cfg)["models"]["bilstm"]
+    assert e["dev_last"] == pytest.approx(0.25) and e["best_epoch"] == 2.0
+    assert e["seeds"]["seeds"] == [42, 43, 44] and e["seeds"]["dev_mean"] == pytest.approx(0.25)
+    assert e["seeds"]["dev_std"] == pytest.approx(0.05)  # sample std of 0.30, 0.20, 0.25
+    assert e["seeds"]["retention_mean"] == pytest.approx(0.625) and e["seeds"]["test_mean"] is None
+    row = report.results_table(cfg).set_index("model").loc["bilstm"]
+    assert (row["seeds"], row["dev MCC mean (%)"], row["dev MCC std (%)"]) == (3, 25.0, 5.0)
+    assert (row["retention mean (%)"], row["retention (%)"], row["dev MCC, last epoch (%)"]) == (62.5, 75.0, 25.0)
+    assert "3 seeds (42: 30.0, 43: 20.0, 44: 25.0): dev 25.0 ± 5.0 %; retention 62.5 ± 12.5 %" == \
+        report.seed_line(sr, 0.40)
+    one = SeedRuns(name="bilstm", runs={42: runs[42]}, main=runs[42])
+    assert report.seed_line(one, 0.4).startswith("one seed (42)") and one.summary()["dev_std"] == 0.0

@@ -118,3 +118,22 @@ def test_wordpiece_collate_pads_to_a_multiple():
     assert b["input_ids"].shape == (2, 8) and plain["input_ids"].shape[1] == int(plain["lengths"].max()) < 8
     assert torch.equal(b["input_ids"][:, : plain["input_ids"].shape[1]], plain["input_ids"])
     assert (b["input_ids"][:, plain["input_ids"].shape[1]:] == (tok.pad_token_id or 0)).all()
+
+
+def test_distill_seeds_runs_each_seed_under_its_own_name():
+    from kdnb.config import load_config
+    from kdnb.students import distill_seeds, seed_name
+
+    cfg = load_config("cola", "smoke", overrides={"seeds": [7, 42, 9]})
+    calls = []
+
+    def fake(c, transfer, dsd, name, force=False):
+        calls.append((c.seed, name, transfer, force))
+        return f"result {c.seed}"
+
+    runs = distill_seeds(cfg, fake, "T", "D", name="bilstm", force=True)
+    assert calls == [(7, "bilstm-seed7", "T", True), (42, "bilstm", "T", True), (9, "bilstm-seed9", "T", True)]
+    assert runs.main == "result 42" and list(runs.runs) == [7, 42, 9]
+    assert seed_name("bert_student", 42, cfg) == "bert_student"
+    no_main = distill_seeds(cfg.with_seed(1), fake, "T", "D", name="x")  # the run's seed not among seeds
+    assert no_main.main == "result 7"
