@@ -446,6 +446,7 @@ def _drop_empty(ds: datasets.Dataset, keep: list[int]) -> list[int]:
 # GPT-2 augmentation (Sučík 2020, §3)
 # ---------------------------------------------------------------------------------------------
 EOS = "<|endoftext|>"
+SAMPLER_VERSION = 2  # in the samples' reuse key: 2 = _sample_batch (finished rows leave the batch)
 SMALL_LM_PARAMS = 20_000_000
 
 
@@ -676,11 +677,10 @@ def sample_sentences(model, tokenizer, first_ids: np.ndarray, *, max_length: int
                      seed: int = 0) -> dict[str, list]:
     """Sample one sentence per entry of ``first_ids`` (its first subword) from the LM.
 
-    Batched ``model.generate`` with the KV cache; each row stops at end-of-text or
-    ``max_length`` subwords (first included), and a batch stops when all its rows have. The
-    prompts need no length bucketing: every prompt is one subword, so a batch holds no prompt
-    padding (rows that ended keep being computed until their batch ends; that is the waste
-    left). RNG:
+    Batched sampling with the KV cache (:func:`_sample_batch`); each row stops at end-of-text
+    or ``max_length`` subwords (first included) and leaves the batch, which stops when all its
+    rows have. The prompts need no length bucketing: every prompt is one subword, so a batch
+    holds no padding. RNG:
     ``torch.manual_seed(seed)`` before the first batch (so a shard is reproducible on the same
     hardware).
 
@@ -689,26 +689,80 @@ def sample_sentences(model, tokenizer, first_ids: np.ndarray, *, max_length: int
         of whitespace collapsed), its first subword id, its length in subwords (without
         end-of-text) and whether it ended with end-of-text rather than at ``max_length``.
     """
-    from transformers import GenerationConfig
-
     device = next(model.parameters()).device
     eos = tokenizer.eos_token_id
-    gen = GenerationConfig(do_sample=True, max_length=max_length, temperature=temperature, top_k=top_k or None,
-                           top_p=top_p, eos_token_id=eos, pad_token_id=eos, use_cache=True)
     torch.manual_seed(seed)
     out: dict[str, list] = {"sentence": [], "first_subword": [], "n_subwords": [], "ended": []}
     for b in range(0, len(first_ids), batch_size):
-        inp = torch.as_tensor(np.asarray(first_ids[b:b + batch_size]), dtype=torch.long, device=device)[:, None]
-        seqs = model.generate(input_ids=inp, attention_mask=torch.ones_like(inp), generation_config=gen).cpu()
-        for row in seqs.tolist():
-            cut = row.index(eos, 1) if eos in row[1:] else len(row)
-            ids = row[:cut]
+        inp = torch.as_tensor(np.asarray(first_ids[b:b + batch_size]), dtype=torch.long, device=device)
+        for ids, ended in zip(*_sample_batch(model, inp, eos, max_length, temperature, top_k, top_p)):
             text = tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
             out["sentence"].append(" ".join(text.split()))
             out["first_subword"].append(ids[0])
             out["n_subwords"].append(len(ids))
-            out["ended"].append(cut < len(row))
+            out["ended"].append(ended)
     return out
+
+
+def _filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Top-k, then nucleus (top-p, Holtzman et al. 2020) filtering of ``(B, V)`` logits: the
+    tokens outside are set to -inf (as transformers' TopK/TopP logits warpers; ``top_k`` 0 and
+    ``top_p`` 1.0 leave the logits as they are)."""
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) > top_p  # keep the smallest prefix reaching top_p
+        logits = logits.masked_fill(torch.zeros_like(drop).scatter(1, order, drop), float("-inf"))
+    return logits
+
+
+def _sample_batch(model, first: torch.Tensor, eos: int, max_length: int, temperature: float, top_k: int,
+                  top_p: float) -> tuple[list[list[int]], list[bool]]:
+    """Ancestral sampling with the KV cache from one first subword per row, ``first`` ``(B,)``.
+
+    A row stops at end-of-text or at ``max_length`` subwords (the first included) and leaves the
+    batch then: its rows are dropped from the input and the cache
+    (``DynamicCache.batch_select_indices``), so the finished sentences of a batch cost nothing
+    more — ``model.generate`` keeps computing them until the batch's longest row ends (on CPU
+    about 2–3× the work for CoLA-like samples of ≈ 15 subwords at ``max_length`` 64). All rows
+    of the batch are at the same position, so no attention mask is needed. Draws from the
+    global torch RNG (``torch.multinomial``).
+
+    Returns:
+        ``(ids, ended)``: per row its subword ids without end-of-text, and whether it ended with
+        end-of-text (False: cut at ``max_length``).
+    """
+    import inspect
+
+    # the cache's keyword: `cache` in recent transformers, `past_key_values` before
+    key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    seqs = [[int(t)] for t in first.tolist()]
+    ended = [False] * len(seqs)
+    alive = torch.arange(len(seqs))
+    step_ids = first[:, None]
+    past = None
+    for _ in range(max_length - 1):
+        o = model(input_ids=step_ids, use_cache=True, logits_to_keep=1, **{key: past})
+        logits = _filter_logits(o.logits[:, -1, :].float() / temperature, top_k, top_p)
+        nxt = torch.multinomial(logits.softmax(-1), 1).squeeze(1)
+        past = getattr(o, key)
+        stop = nxt == eos
+        for r, t, s in zip(alive.tolist(), nxt.tolist(), stop.tolist()):
+            if s:
+                ended[r] = True
+            else:
+                seqs[r].append(t)
+        if bool(stop.any()):
+            keep = (~stop).nonzero().squeeze(1)
+            if keep.numel() == 0:
+                break
+            alive, nxt = alive[keep.cpu()], nxt[keep]
+            past.batch_select_indices(keep)
+        step_ids = nxt[:, None]
+    return seqs, ended
 
 
 def augment_gpt2(cfg: Config, dsd: datasets.DatasetDict, force: bool = False,
@@ -736,6 +790,7 @@ def augment_gpt2(cfg: Config, dsd: datasets.DatasetDict, force: bool = False,
     # n_sentences: shard k is drawn with its own seed, so a larger n_sentences yields a superset
     # (and an interrupted run may resume under a new n_sentences).
     gen_keys = {k: getattr(g, k) for k in ("temperature", "top_k", "top_p", "max_length", "generate_batch_size")}
+    gen_keys["sampler"] = SAMPLER_VERSION
     shard_meta = {"config_hash": f"{lm['config_hash']}-{cfg.augment.shard_size}-"
                   + hashlib.sha256(repr(sorted(gen_keys.items())).encode()).hexdigest()[:12]}
     meta = {"config_hash": f"{shard_meta['config_hash']}-{g.n_sentences}"}

@@ -428,3 +428,37 @@ def test_transfer_size_ablation_trains_one_bilstm_per_prefix(tmp_path, dsd):
     too_big = dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment, size_ablation=[41]))
     with pytest.raises(ConfigError, match="size 41 exceeds the 40 augmented sentences"):
         A.transfer_size_ablation(too_big, transfer, dsd, teacher_dev=0.5)
+
+
+def test_filter_logits_top_k_and_top_p():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    assert torch.isinf(A._filter_logits(logits, 2, 1.0)).tolist() == [[False, False, True, True]]
+    # nucleus 0.7: 0.5 alone is short of it, 0.5 + 0.3 reaches it → two kept
+    assert torch.isinf(A._filter_logits(logits, 0, 0.7)).tolist() == [[False, False, True, True]]
+    shuffled = logits[:, [2, 0, 3, 1]]
+    assert torch.isinf(A._filter_logits(shuffled, 0, 0.7)).tolist() == [[True, False, True, False]]
+    assert torch.equal(A._filter_logits(logits, 0, 1.0), logits)
+
+
+def test_sample_batch_drops_finished_rows_and_cuts_at_max_length():
+    """Rows leave the batch at end-of-text; the others run to max_length; the cache follows."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=6, n_positions=16, n_embd=8, n_layer=1, n_head=2)).eval()
+    with torch.no_grad():  # end-of-text (id 5) likely, so that rows end at different steps
+        model.lm_head.weight[5] += 2.0
+    torch.manual_seed(1)
+    with torch.no_grad():
+        seqs, ended = A._sample_batch(model, torch.tensor([0, 1, 2, 3] * 8), eos=5, max_length=6, temperature=1.0,
+                                      top_k=0, top_p=1.0)
+    assert len(seqs) == 32 and [s[0] for s in seqs] == [0, 1, 2, 3] * 8
+    assert all(5 not in s for s in seqs) and all(len(s) <= 6 for s in seqs)
+    assert all(len(s) == 6 for s, e in zip(seqs, ended) if not e)  # cut at max_length
+    assert 0 < sum(ended) < 32 and len({len(s) for s in seqs}) > 2
+    # the same seed, the same samples (a shard is reproducible)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        again, _ = A._sample_batch(model, torch.tensor([0, 1, 2, 3] * 8), eos=5, max_length=6, temperature=1.0,
+                                   top_k=0, top_p=1.0)
+    assert again == seqs
