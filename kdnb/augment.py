@@ -1201,7 +1201,8 @@ def transfer_size_ablation(cfg: Config, transfer: datasets.Dataset, dsd: dataset
         rows.append({"augmented": n, "transfer-set rows": n_train + n,
                      f"dev {label} (%)": round(100 * res.dev_score, 1),
                      f"dev {label}, last epoch (%)": None if res.dev_last is None else round(100 * res.dev_last, 1),
-                     "best epoch": res.best_epoch, "retention (%)": round(100 * res.dev_score / teacher_dev, 1),
+                     "best epoch": res.best_epoch,
+                     "retention (%)": round(100 * res.dev_score / teacher_dev, 1) if teacher_dev else None,
                      f"test {label} (%)": None if res.test_score is None else round(100 * res.test_score, 1),
                      "seconds": round(res.seconds, 1)})
     table = pd.DataFrame(rows).dropna(axis=1, how="all")
@@ -1225,10 +1226,11 @@ def plot_transfer_size(table: pd.DataFrame, task: str, teacher_dev: float, metri
     ax.set_xlabel("augmented sentences in the transfer set (besides the training set)")
     ax.set_ylabel(f"dev {metric_label} (%)")
     ax.set_ylim(bottom=min(0.0, float(table[dev_col].min())))
-    right = ax.twinx()
-    lo, hi = ax.get_ylim()  # in %: the same points as a share of the teacher's dev score
-    right.set_ylim(lo / teacher_dev, hi / teacher_dev)
-    right.set_ylabel("retention (% of the teacher)")
+    if teacher_dev:
+        right = ax.twinx()
+        lo, hi = ax.get_ylim()  # in %: the same points as a share of the teacher's dev score
+        right.set_ylim(lo / teacher_dev, hi / teacher_dev)
+        right.set_ylabel("retention (% of the teacher)")
     ax.set_title(f"{task}: student skill vs transfer-set size")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()

@@ -128,6 +128,12 @@ def record_model(cfg: Config, name: str, *, n_params: int, dev: float, test: Opt
     return m
 
 
+def retention_text(dev: float, teacher_dev: Optional[float]) -> str:
+    """``"retention 54.2 %"`` (student dev / teacher dev), or why there is none (a teacher dev
+    score of 0, e.g. MCC 0 for a one-class teacher)."""
+    return f"retention {100 * dev / teacher_dev:.1f} %" if teacher_dev else "no retention (teacher dev score 0)"
+
+
 def seed_line(seed_runs: Any, teacher_dev: Optional[float]) -> str:
     """One line on a student's seeds for the notebooks: ``dev per seed; mean ± std; retention``
     (scores in %), or that the report used one seed and is noise on a small dev set."""

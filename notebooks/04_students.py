@@ -57,7 +57,7 @@ if cfg.bilstm.enabled:
 if cfg.bilstm.enabled:
     print(f"parameters: {bilstm.n_params:,}; {cfg.bilstm.loss} loss on {len(transfer):,} transfer-set rows")
     print(f"dev {metric}: {100 * bilstm.dev_score:.1f} % (kept checkpoint, epoch {bilstm.best_epoch}; last "
-          f"{100 * bilstm.dev_last:.1f} %); retention {100 * bilstm.dev_score / teacher_dev:.1f} %")
+          f"{100 * bilstm.dev_last:.1f} %); {report.retention_text(bilstm.dev_score, teacher_dev)}")
     print(report.seed_line(bilstm_seeds, teacher_dev))
     print(bilstm.curve.round(4).to_string(index=False))
 
@@ -137,7 +137,7 @@ if bert is not None:
           f"{bert.n_params:,} parameters ({bert.n_params_non_embedding:,} outside the embeddings)")
     print(f"{bc.method or bc.loss} at T={bc.temperature:g}, {bc.epochs} epochs; dev {metric}: {100 * bert.dev_score:.1f} % "
           f"(kept checkpoint, epoch {bert.best_epoch}; last {100 * bert.dev_last:.1f} %); "
-          f"retention {100 * bert.dev_score / teacher_dev:.1f} %")
+          f"{report.retention_text(bert.dev_score, teacher_dev)}")
     print(report.seed_line(bert_seeds, teacher_dev))
     print(bert.curve.round(4).to_string(index=False))
 
