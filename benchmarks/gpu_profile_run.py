@@ -21,7 +21,8 @@ safetensors that ``benchmarks/gpu_prepare.sh`` writes, 45 MB), loads it into flo
 an H200: identical CoLA dev predictions to the original weights) and saves that under the run's
 output folder as ``teacher.model_name_or_path``. Writes ``<out>/<name>.json`` and
 ``<out>/<name>.md`` after every stage (a run cut off by a time limit keeps the stages it
-finished): per stage the wall time (s) and peak GPU memory (MiB); the teacher's and each
+finished; a stage whose outputs exist under the output folder with the same parameters is
+reused, and says so): per stage the wall time (s) and peak GPU memory (MiB); the teacher's and each
 student's dev score (the kept, best checkpoint, and the last evaluation) in % and the
 students' retention (student / teacher, %). Exit status 1 if a stage failed (the json names it).
 
@@ -209,7 +210,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         tres = stage("teacher fine-tuning", lambda: fine_tune_teacher(cfg, dsd))
         res["teacher"] = {"dev": _pct(tres.dev_score), "dev_last": _pct(tres.dev_last), "best_epoch": tres.best_epoch,
                           "epochs": cfg.teacher.epochs, "rows": len(A.transfer_input(cfg, dsd, "none")),
-                          "seconds": round(tres.seconds, 2), "n_params": tres.n_params}
+                          "seconds": round(tres.seconds, 2), "n_params": tres.n_params,
+                          "reused": tres.reused}
         sets = ["none"] + ([cfg.augment.transfer_set] if cfg.augment.transfer_set != "none" else [])
         if "gpt2" in cfg.augment.transfer_set:
             lm = stage("GPT-2 training", lambda: A.train_gpt2(cfg, dsd))
@@ -220,7 +222,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             res["gpt2"]["seconds"] = lm.get("seconds")
         if "rules" in cfg.augment.transfer_set:
             stage("rules", lambda: A.augment_rules(cfg, dsd))
-        transfer = stage("teacher logits", lambda: A.label_transfer_sets(cfg, dsd))
+        transfer = dict(stage("teacher logits", lambda: A.label_transfer_sets(cfg, dsd)))
+        if "none" not in transfer:  # labelled by label_transfer_sets in any case, returned only when asked for
+            transfer["none"] = A.load_transfer_set(cfg, "none")
         teacher_dev = res["teacher"]["dev"]
 
         def record(model: str, set_name: str, r, epochs: int, cuda_graphs=None) -> None:
@@ -232,7 +236,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 "retention_last": round(100 * last / teacher_dev, 1) if teacher_dev and last is not None else None,
                 "seconds": round(r.seconds, 2), "epoch_seconds": r.epoch_seconds,
                 "rows_per_s": round(len(transfer[set_name]) * len(r.epoch_seconds or []) / r.seconds, 1)
-                if r.seconds else None, "n_params": r.n_params, "cuda_graphs": cuda_graphs})
+                if r.seconds else None, "n_params": r.n_params, "cuda_graphs": cuda_graphs,
+                "reused": r.reused})
             dump()
 
         for s in sets if not args.no_baseline else sets[1:]:
