@@ -139,6 +139,12 @@ def make_accelerator(mixed_precision: str = "no", gradient_accumulation_steps: i
                        gradient_accumulation_steps=gradient_accumulation_steps)
 
 
+CAPTURE_ERROR_MODE = "thread_local"
+"""``torch.cuda.graph``'s ``capture_error_mode`` for :class:`CUDAGraphStep`: only the capturing
+thread's CUDA calls are restricted, so a ``DataLoader``'s pin-memory thread may allocate pinned
+memory while a step is captured (``"global"``, PyTorch's default, makes both fail)."""
+
+
 class CUDAGraphStep:
     """One training step (forward, backward, gradient clipping, optimiser step) captured into a
     CUDA graph per batch shape and replayed (PyTorch "whole-network capture", ``torch.cuda.graph``).
@@ -161,6 +167,16 @@ class CUDAGraphStep:
     ``loss_fn`` without host synchronisation (e.g. the BiLSTM's unpacked path,
     :meth:`kdnb.students.BiLSTMStudent.encode` with ``packed=False``). If a capture fails anyway
     (an op that syncs), the step falls back to eager for the rest of the run and says so once.
+
+    Captures run in ``capture_error_mode="thread_local"`` (:data:`CAPTURE_ERROR_MODE`): only CUDA
+    calls of the capturing thread are checked. In the default ``"global"`` mode a call from any
+    other thread of the process breaks the capture and fails itself; a ``DataLoader`` with
+    ``pin_memory=True`` has such a thread, which allocates page-locked memory and queries CUDA
+    events for every batch it pins. On one H200 (2026-12-01, ``num_workers: 4``) the BiLSTM's
+    capture of a new batch shape met a pinning and the run died with
+    ``cudaErrorStreamCaptureUnsupported`` raised in the pin-memory thread. The pin-memory
+    thread never touches the capturing stream, so nothing it does belongs in the graph
+    (PyTorch's ``torch.cuda.graph`` docs; the same fix: LibreYOLO PR #681, vLLM PR #48053).
 
     ``step(batch)`` returns the loss ``()``: a static tensor that the next replay overwrites, so
     read it (e.g. add it to a running sum) before the next step. A capture's warm-up draws from
@@ -212,7 +228,7 @@ class CUDAGraphStep:
         torch.cuda.current_stream().wait_stream(side)
         self.optimizer.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, capture_error_mode=CAPTURE_ERROR_MODE):
             static_loss = self._loss(static)
             static_loss.backward()
             self._update()

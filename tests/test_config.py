@@ -7,7 +7,7 @@ from kdnb.errors import ConfigError
 
 def test_tasks_and_profiles_exist():
     assert {"cola", "sst2", "sara"} <= set(known_tasks())
-    assert {"cpu", "smoke", "thesis"} <= set(known_profiles())
+    assert {"cpu", "smoke", "thesis", "gpu"} <= set(known_profiles())
 
 
 def test_thesis_settings_and_profile_merge():
@@ -25,6 +25,28 @@ def test_thesis_settings_and_profile_merge():
     assert cpu.out.name == "cola"
     smoke = load_config("cola", "smoke")
     assert smoke.out.name == "cola-smoke" and smoke.train_limit is not None
+
+
+@pytest.mark.parametrize("task", ["cola", "sst2", "sara"])
+def test_gpu_profile_is_the_thesis_without_a_hub(task):
+    """params/profiles/gpu.yaml (issue 16): the packaged teacher and a scratch GPT-2 instead of
+    the hub models, the thesis' hyperparameters, bf16, CUDA graphs, an 800k transfer set."""
+    gpu, thesis = load_config(task, "gpu"), load_config(task, "thesis")
+    t = gpu.teacher
+    assert t.model_name_or_path == PACKAGED_TEACHER and thesis.teacher.model_name_or_path == "bert-large-uncased"
+    assert (t.learning_rate, t.batch_size, t.max_length) == (5e-5, 36, 128)
+    assert t.epochs == (10 if task == "sara" else 3)
+    g = gpu.augment.gpt2
+    assert gpu.augment.transfer_set == "gpt2" and g.model_name_or_path == "scratch" and g.n_sentences == 800_000
+    cpu_g = load_config(task, "cpu").augment.gpt2
+    assert g.scratch_n_layer * g.scratch_n_embd > cpu_g.scratch_n_layer * cpu_g.scratch_n_embd  # larger than cpu's
+    assert g.epochs == {"cola": 10, "sst2": 3, "sara": 20}[task]
+    b, s = gpu.bilstm, gpu.bert_student
+    assert (b.epochs, b.batch_size, b.max_length, b.loss) == (30, 50, 128, "mse")
+    assert s.enabled and (s.num_layers, s.hidden_size, s.intermediate_size, s.num_heads) == (5, 204, 750, 3)
+    assert (s.epochs, s.batch_size, s.loss, s.temperature) == (60, 256, "ce", 3.0)
+    assert (gpu.mixed_precision, gpu.cuda_graphs, gpu.num_workers) == ("bf16", True, 4)
+    assert gpu.out.name == f"{task}-gpu" and gpu.analysis.optuna_trials == 0
 
 
 def test_overrides_and_data_dir():
@@ -64,8 +86,8 @@ def test_bad_values_are_rejected_with_the_key(overrides, message):
 def test_unknown_task_and_profile():
     with pytest.raises(ConfigError, match="unknown task 'colla'.*Known tasks: .*cola"):
         load_config("colla", "cpu")
-    with pytest.raises(ConfigError, match="unknown profile 'gpu'"):
-        load_config("cola", "gpu")
+    with pytest.raises(ConfigError, match="unknown profile 'tpu'"):
+        load_config("cola", "tpu")
 
 
 def test_unknown_key_in_a_file_names_the_file(tmp_path, monkeypatch):
