@@ -169,16 +169,25 @@ def confidence_by_outcome(conf: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def overlap_matrix(preds: dict[str, pd.DataFrame], kind: str = "mistakes", measure: str = "jaccard") -> pd.DataFrame:
+def overlap_matrix(preds: dict[str, pd.DataFrame], kind: str = "mistakes", measure: str = "share") -> pd.DataFrame:
     """How much the mistakes (or hits) of two models coincide, for every pair of models.
 
     With ``M_a`` the set of examples model ``a`` gets wrong (``kind="mistakes"``) or right
-    (``kind="hits"``), entry ``(a, b)`` is
+    (``kind="hits"``), entry ``(a, b)`` (row ``a``, column ``b``) is
 
+    * ``measure="share"`` (default; the thesis' measure, Sučík 2020, §"Analysing the models",
+      overlap of mistakes): ``|M_a ∩ M_b| / |M_a|`` — the share of model ``a``'s mistakes that
+      model ``b`` makes too. Not symmetric (row-normalised; 1 on the diagonal; NaN for a model
+      without mistakes);
     * ``measure="jaccard"``: ``|M_a ∩ M_b| / |M_a ∪ M_b|`` (symmetric; 1 on the diagonal);
-    * ``measure="count"``: ``|M_a ∩ M_b|`` (the diagonal holds ``|M_a|``);
-    * ``measure="share"``: ``|M_a ∩ M_b| / |M_a|`` — the share of ``a``'s mistakes that ``b``
-      makes too (row-normalised, not symmetric).
+    * ``measure="count"``: ``|M_a ∩ M_b|`` (the diagonal holds ``|M_a|``).
+
+    Args:
+        preds: model name → dev predictions (columns ``label``, ``prediction``), all over the
+            same examples in the same order.
+
+    Returns:
+        float DataFrame ``(n_models, n_models)``, index ``kind`` (row model), columns ``model``.
 
     Raises:
         ValueError: unknown ``kind`` or ``measure``.

@@ -18,8 +18,9 @@ from .config import Config
 from .data import task_spec
 from .utils import atomic_path, read_json, write_json
 
-# Sučík (2020), "Teacher-student knowledge distillation from BERT for sentence classifiers"
-# (MInf report, University of Edinburgh; repository samsucik/knowledge-distil-bert). Scores in %
+# Sučík (2020), "Learning small sentence classifiers from BERT using teacher-student knowledge
+# distillation" (MInf Project (Part 2) Report, University of Edinburgh; repository
+# samsucik/knowledge-distil-bert). Scores in %
 # (CoLA MCC, SST-2 accuracy, Sara micro-F1); "params_m": millions of parameters as the thesis
 # counts them — BERT-large teacher: all 340M; students: trainable non-embedding parameters.
 # Sources, each number checked there:
@@ -34,8 +35,9 @@ from .utils import atomic_path, read_json, write_json
 #        in §"BiLSTM student model", 2.42M BERT student (L=5, d_h=204, d_I=750, A=3) in §"BERT
 #        student model".
 # The thesis draft states no test-set scores for the students: those stay None.
-THESIS_SOURCE = ("Sučík (2020), MInf report 'Teacher-student knowledge distillation from BERT for sentence "
-                 "classifiers', github.com/samsucik/knowledge-distil-bert")
+THESIS_TITLE = ("Learning small sentence classifiers from BERT using teacher-student knowledge distillation")
+THESIS_SOURCE = (f"Sučík (2020), '{THESIS_TITLE}', MInf Project (Part 2) Report, University of Edinburgh; "
+                 "github.com/samsucik/knowledge-distil-bert")
 THESIS_REFERENCE: dict[str, dict[str, dict[str, Optional[float]]]] = {
     "cola": {
         "teacher": {"dev": 59.9, "test": 54.6, "params_m": 340.0},          # [T] [Z]

@@ -60,8 +60,8 @@ if cfg.bilstm.enabled:
 # %% [markdown]
 # ## Augmentation ablation: the BiLSTM on each transfer set
 #
-# With `augment.ablation: true`, one BiLSTM per set of `augment.ablation_sets` (Tang et al.
-# 2019, Table 3: CoLA MCC 0.0 without augmentation, 27.5 with rules, 40.0 with GPT-2 samples).
+# With `augment.ablation: true`, one BiLSTM per set of `augment.ablation_sets` (Tang, Lu & Lin
+# 2019, Table 1: CoLA MCC 0.0 without augmentation, 27.5 with rules, 40.0 with GPT-2 samples).
 # `augment.ablation_budget`: `equal_epochs` trains each for `bilstm.epochs`; `equal_steps` gives
 # each the number of examples the training set alone sees in `bilstm.epochs` (same compute).
 

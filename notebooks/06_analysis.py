@@ -82,7 +82,9 @@ if students:
 # As in the thesis' analysis of the models' predictions: each model's *confidence* on an
 # example is its softmax maximum. We compare the confidences of every pair of models
 # (Pearson's r), the average confidence on correct and incorrect predictions, how much the
-# models' mistakes and hits overlap, and which true classes the mistakes fall in.
+# models' mistakes and hits overlap, and which true classes the mistakes fall in. The overlap is
+# the thesis' measure: cell (row 1, column 2) is the share of model 1's mistakes (hits) that
+# model 2 also makes, so the matrix is not symmetric (`measure="jaccard"` gives Jaccard instead).
 
 # %%
 from kdnb import analysis
@@ -92,9 +94,9 @@ names = analysis.label_names(cfg)
 conf = analysis.confidences(preds)
 corr = analysis.confidence_correlation(conf)
 by_outcome = analysis.confidence_by_outcome(conf)
-overlap = analysis.overlap_matrix(preds, "mistakes", "jaccard")
+overlap = analysis.overlap_matrix(preds, "mistakes", "share")
 overlap_counts = analysis.overlap_matrix(preds, "mistakes", "count")
-hits = analysis.overlap_matrix(preds, "hits", "jaccard")
+hits = analysis.overlap_matrix(preds, "hits", "share")
 mistakes = analysis.mistake_classes(preds, names)
 report.save_table(cfg, corr.reset_index(), "confidence_correlation")
 report.save_table(cfg, by_outcome, "confidence_by_outcome")
@@ -120,11 +122,11 @@ fig = figures.plot_average_confidence(by_outcome, cfg.task)
 report.save_figure(cfg, fig, "average_confidence")
 
 # %%
-fig = figures.plot_overlap(overlap, cfg.task, "mistakes")
+fig = figures.plot_overlap(overlap, cfg.task, "mistakes", "share")
 report.save_figure(cfg, fig, "mistakes_overlap")
 
 # %%
-fig = figures.plot_overlap(hits, cfg.task, "hits")
+fig = figures.plot_overlap(hits, cfg.task, "hits", "share")
 report.save_figure(cfg, fig, "hits_overlap")
 
 # %% [markdown]

@@ -100,6 +100,10 @@ def test_overlap_of_mistakes_and_hits(three_models):
     assert jac.loc["bert", "teacher"] == 0.0
     share = analysis.overlap_matrix(preds, "mistakes", "share")
     assert share.loc["teacher", "bilstm"] == 1.0 and share.loc["bilstm", "teacher"] == pytest.approx(2 / 3)
+    default = analysis.overlap_matrix(preds, "mistakes")  # the thesis' measure by default
+    pd.testing.assert_frame_equal(default, share)
+    assert default.loc["teacher", "bilstm"] != default.loc["bilstm", "teacher"]  # asymmetric
+    assert np.allclose(np.diag(default.to_numpy()), 1.0)
     hits = analysis.overlap_matrix(preds, "hits", "count")
     assert hits.loc["teacher", "bilstm"] == 5  # both right on 0, 1, 4, 5, 6
     with pytest.raises(ValueError):
@@ -166,7 +170,7 @@ def test_analysis_figures(three_models):
     fig = figures.plot_average_confidence(analysis.confidence_by_outcome(conf), "cola")
     assert len(fig.axes[0].patches) >= 6 and "confidence" in fig.axes[0].get_ylabel()
     fig = figures.plot_overlap(analysis.overlap_matrix(preds), "cola", "mistakes")
-    assert "mistakes" in fig.axes[0].get_title()
+    assert "mistakes" in fig.axes[0].get_title() and "model 1" in fig.axes[0].get_ylabel()
     df = pd.DataFrame({"width": [0.5, 1, 0.5, 1], "emb": ["a", "a", "b", "b"], "score": [1, 2, 3, 4.0]})
     fig = figures.plot_size_map(df, "width", "emb", "score", "cola", "map")
     assert fig.axes[0].get_xlabel() == "width"

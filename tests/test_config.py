@@ -105,3 +105,12 @@ def test_profile_extends_another(tmp_path, monkeypatch):
         C.load_config("cola", "loop")
     with pytest.raises(ConfigError, match="unknown profile 'gpu'"):
         C.load_config("cola", "bad")
+
+
+@pytest.mark.parametrize("profile", ["thesis", "cpu", "ablation", "kdzoo"])
+@pytest.mark.parametrize("task", ["cola", "sst2", "sara", "rte"])
+def test_rule_augmentation_n_iter_per_task(task, profile):
+    # Tang et al. (2019, §4) draw n_iter = 20 samples per sentence for SST-2 (and the small
+    # sets); no task file nor any real-data profile may lower it (smoke's 5 is for seconds only).
+    assert load_config(task, profile).augment.rules.n_iter == 20
+    assert load_config(task, "smoke").augment.rules.n_iter == 5
