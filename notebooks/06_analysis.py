@@ -47,8 +47,10 @@ print(results.to_string(index=False))
 # %% [markdown]
 # The thesis' final numbers (Sučík 2020; sources cited in `kdnb.report.THESIS_REFERENCE`): its
 # teacher is BERT-large (340M parameters), its students are sized in trainable non-embedding
-# parameters; on CoLA its best students were scaled up (BERT student 76.4M, BiLSTM 15.4M). The
-# thesis draft gives no test scores for the students.
+# parameters; on CoLA its best students were scaled up (BERT student 76.4M, BiLSTM 15.4M). Each
+# of our rows above sits beside the thesis' row of the same student type, with the ratio of the
+# sizes; the columns `dev from` / `test from` say which version of the thesis each number comes
+# from (the students' test scores are the published report's; the draft has none).
 
 # %%
 # NBVAL_CHECK_OUTPUT

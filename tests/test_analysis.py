@@ -177,7 +177,16 @@ def test_analysis_figures(three_models):
 
 
 def test_thesis_reference_and_results_table(smoke_cfg):
-    assert report.thesis_reference("sara", "teacher") == {"dev": 87.5, "test": 88.3, "params_m": 340.0}
+    sara = report.thesis_reference("sara", "teacher")
+    assert (sara["dev"], sara["test"], sara["params_m"], sara["type"]) == (87.5, 88.3, 340.0, "teacher")
+    # the thesis' test scores (published version), BERT student / BiLSTM / teacher
+    for task, bert, bilstm, teacher in (("cola", 29.8, 27.9, 54.6), ("sst2", 87.8, 92.2, 93.1),
+                                        ("sara", 86.4, 86.4, 88.3)):
+        assert report.thesis_reference(task, "bert_student")["test"] == bert
+        assert report.thesis_reference(task, "bilstm")["test"] == bilstm
+        assert report.thesis_reference(task, "teacher")["test"] == teacher
+        for r in report.THESIS_REFERENCE[task].values():
+            assert r["dev_version"] in report.THESIS_VERSIONS and r["test_version"] in report.THESIS_VERSIONS
     assert report.thesis_reference("sst2", "bilstm_kl")["dev"] == 91.2
     assert report.thesis_reference("cola", "bert")["params_m"] == 76.4
     assert report.thesis_reference("rte", "teacher") == {}
@@ -187,8 +196,16 @@ def test_thesis_reference_and_results_table(smoke_cfg):
         assert (t["thesis dev (%)"] <= t.loc[0, "thesis dev (%)"]).all()  # no student beats its teacher
     report.record_model(smoke_cfg, "teacher", n_params=22_000_000, dev=0.5)
     report.record_model(smoke_cfg, "bilstm", n_params=2_000_000, dev=0.4)
+    report.record_model(smoke_cfg, "bert_student", n_params=17_600_000, dev=0.45, n_params_non_embedding=5_500_000)
+    report.record_model(smoke_cfg, "peakd-1L-kd-s42", n_params=10_000_000, dev=0.3)
     res = report.results_table(smoke_cfg).set_index("model")
     assert res.loc["bilstm", "thesis dev (%)"] == 44.2 and res.loc["bilstm", "retention (%)"] == 80.0
+    # like with like: each row beside the thesis' row of the same student type, sizes compared
+    assert "BiLSTM" in res.loc["bilstm", "thesis model"] and "BERT student" in res.loc["bert_student", "thesis model"]
+    assert res.loc["bert_student", "thesis test (%)"] == 29.8 and res.loc["bilstm", "thesis test (%)"] == 27.9
+    assert res.loc["bert_student", "size vs thesis"] == f"{5.5 / 76.4:.2g}×"
+    assert "published report" in res.loc["bert_student", "thesis version"]
+    assert pd.isna(res.loc["peakd-1L-kd-s42", "thesis model"])  # no counterpart in the thesis
 
 
 def test_runtimes_table(smoke_cfg):
