@@ -11,7 +11,8 @@ with columns ``idx, label, prediction, logit_0 .. logit_{C-1}``. From them:
   (the thesis finds them only weakly correlated on CoLA and SST-2, more on Sara);
 * :func:`confidence_by_outcome` — mean ± std of the confidence on correct and on incorrect
   predictions;
-* :func:`overlap_matrix` — how much two models' mistakes (or hits) coincide;
+* :func:`overlap_matrix` — how much two models' mistakes (or hits) coincide: by default the
+  thesis' share of model 1's mistakes that model 2 also makes (asymmetric), or Jaccard;
 * :func:`mistake_classes` — the true class of each model's mistakes (the 57 intent names on Sara).
 """
 

@@ -139,14 +139,16 @@ if cfg.kd_ablation.enabled:
 #
 # With `peakd.enabled` (`PROFILE=peakd`), Cho & Kang (2020): each student is the first `k`
 # layers (`peakd.layers`) of the *pre-trained* model the teacher was fine-tuned from
-# (`peakd.init: pretrained`, as the paper and PKD; `teacher`: the fine-tuned teacher's); **SPS** appends `k` layers that share the lower layers'
-# parameters with query and key swapped (a 6-layer student: its top 3), doubling the depth at
-# no parameter cost; **PTP** first trains the student to predict whether the teacher is
-# confidently/unconfidently correct/wrong (one threshold `peakd.ptp_threshold` on its softmax
-# confidence) until convergence: early stopping when the accuracy on the dev set's PTP labels has
-# not improved for `peakd.ptp_patience` epochs (at most `peakd.ptp_epochs`). Then KD with (1 − α) CE + α KL·T² + β MSE of the normalised [CLS] states
-# (`kdnb.peakd`). Every variant of `peakd.variants` trains on the same transfer set with the
-# same seeds (`peakd.seeds`: 3 in the `peakd` profile; the table gives mean ± std); the table is
+# (`peakd.init: pretrained`, as the paper and PKD; `teacher`: the fine-tuned teacher's);
+# **SPS** appends `k` layers that share the lower layers' parameters with query and key
+# swapped (a 6-layer student: its top 3), doubling the depth at no parameter cost; **PTP**
+# first trains the student to predict whether the teacher is confidently/unconfidently
+# correct/wrong (one threshold `peakd.ptp_threshold` on its softmax confidence) until
+# convergence: early stopping when the accuracy on the dev set's PTP labels has not improved
+# for `peakd.ptp_patience` epochs (at most `peakd.ptp_epochs`). Then KD with (1 − α) CE +
+# α KL·T² + β MSE of the normalised [CLS] states (`kdnb.peakd`). Every variant of
+# `peakd.variants` trains on the same transfer set with the same seeds (`peakd.seeds`: 3 in
+# the `peakd` profile; the table gives mean ± std); the table is
 # written to `outputs/<task>/peakd.csv`.
 
 # %%
