@@ -520,6 +520,21 @@ def _teacher_layers(cfg: Config, n_layers: int, who: str) -> list[int]:
     return sorted(set(wanted))
 
 
+@contextlib.contextmanager
+def _seeded(seed: int):
+    """Run the block after ``set_seed(seed)`` (Python, NumPy, torch CPU RNGs), then give the
+    caller its RNG states back — so building a student "as initialised" is reproducible and
+    leaves the caller's random streams untouched."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            set_seed(seed)
+            yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
 def default_encoders(cfg: Config) -> dict[str, Encoder]:
     """The models to probe, by row name: the fine-tuned ``teacher``; the ``teacher
     (pre-trained)`` before fine-tuning (``probing.pretrained_teacher``); each trained student —
@@ -574,15 +589,11 @@ def default_encoders(cfg: Config) -> dict[str, Encoder]:
             from .data import task_spec
             from .students import build_bilstm
 
-            py_state, np_state = random.getstate(), np.random.get_state()
-            with torch.random.fork_rng(devices=[]):  # leave the caller's RNGs as they were
-                set_seed(cfg.seed)  # the same sequence as distill_bilstm: seed, load teacher, build
+            with _seeded(cfg.seed):  # the same sequence as distill_bilstm: seed, load teacher, build
                 teacher, tok = load_teacher(cfg)
                 # pair tasks: the siamese BiLSTM, whose encode() still embeds one sentence
                 model = build_bilstm(cfg.bilstm, teacher.config.num_labels, tok, teacher,
                                      pair=task_spec(cfg.task).pair)
-            random.setstate(py_state)
-            np.random.set_state(np_state)
             if trained:
                 model.load_state_dict(torch.load(sdir / "model.pt", map_location="cpu"))
             return model, tok
@@ -617,16 +628,12 @@ def _bert_student_encoders(cfg: Config, t_key: str) -> dict[str, Encoder]:
                               "first (or set bert_student.enabled: false).")
 
     def load_bert(trained: bool):
-        py_state, np_state = random.getstate(), np.random.get_state()
-        with torch.random.fork_rng(devices=[]):  # leave the caller's RNGs as they were
-            set_seed(cfg.seed)  # the same sequence as bert_student._train: seed, load teacher, build
+        with _seeded(cfg.seed):  # the same sequence as bert_student._train: seed, load teacher, build
             teacher, tok = load_teacher(cfg)
             if trained:
                 model = load_bert_student(cfg, "bert_student", teacher)
             else:
                 model = build_bert_student(bc, teacher.config.num_labels, teacher)
-        random.setstate(py_state)
-        np.random.set_state(np_state)
         return model.eval(), tok
 
     n_trained = int(bres.get("sizes", {}).get("num_layers", bc.num_layers))
