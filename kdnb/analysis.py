@@ -490,6 +490,77 @@ SIZE_MAPS = {
 the map's axes (columns of :func:`size_map_trials`)."""
 
 
+EMBEDDINGS = ("word2vec", "teacher_wordpiece")
+"""Embedding types of the thesis' BiLSTM exploration: word-level word2vec vectors (trained with
+gensim on the transfer set unless ``bilstm.word2vec.path`` names a file) and the teacher's
+WordPiece embeddings."""
+EMBEDDING_MODES = ("static", "non-static", "multichannel")
+"""Kim (2014), §2.1: frozen, fine-tuned, and both (a frozen and a fine-tuned copy)."""
+
+
+def explore_embeddings(cfg: Config, transfer, dsd, embeddings: Sequence[str] = EMBEDDINGS,
+                       modes: Sequence[str] = EMBEDDING_MODES, epochs: Optional[int] = None) -> pd.DataFrame:
+    """The thesis' embedding exploration of the BiLSTM student (Sučík 2020, §"General
+    hyperparameter exploration": embedding type × mode, after Tang et al. 2019, who use
+    word2vec in Kim's 2014 multichannel mode): one BiLSTM per (type, mode) of ``embeddings`` ×
+    ``modes``, all else as ``bilstm``, each distilled for ``epochs`` epochs (default
+    ``analysis.optuna_epochs``) on ``transfer``.
+
+    Each student is kept under ``<out>/explore/embeddings-<type>-<mode>/`` and reused while its
+    parameters are unchanged (:func:`kdnb.students.distill_bilstm`), so a killed grid resumes
+    at the first student not yet trained.
+
+    Returns:
+        One row per student: ``embedding``, ``mode``, ``best dev`` and ``final dev`` (fractions;
+        the best over the learning curve, as the thesis keeps the best checkpoint),
+        ``parameters`` and ``parameters (M)`` (all, embeddings included), ``seconds`` (training wall time of the
+        run that trained it).
+
+    Raises:
+        ConfigError: an unknown embedding type or mode.
+    """
+    import dataclasses
+
+    from .errors import ConfigError
+    from .students import distill_bilstm
+
+    bad = [e for e in embeddings if e not in ("word2vec", "teacher_wordpiece", "random")] + \
+          [m for m in modes if m not in EMBEDDING_MODES]
+    if bad:
+        raise ConfigError(f"key 'analysis.explore_embeddings': unknown embedding type(s) or mode(s) {bad}.")
+    rows = []
+    for emb in embeddings:
+        for mode in modes:
+            bc = dataclasses.replace(cfg.bilstm, embedding=emb, embedding_mode=mode,
+                                     epochs=cfg.analysis.optuna_epochs if epochs is None else epochs)
+            res = distill_bilstm(dataclasses.replace(cfg, bilstm=bc), transfer, dsd,
+                                 name=f"../explore/embeddings-{emb}-{mode}")
+            rows.append({"embedding": emb, "mode": mode, "best dev": float(res.curve["dev_score"].max()),
+                         "final dev": res.dev_last if res.dev_last is not None else res.dev_score,
+                         "parameters": int(res.n_params), "parameters (M)": round(res.n_params / 1e6, 2),
+                         "seconds": round(res.seconds, 1)})
+    return pd.DataFrame(rows)
+
+
+def embedding_exploration(cfg: Config) -> pd.DataFrame:
+    """:func:`explore_embeddings` on the transfer set of notebook 04 (``augment.transfer_set``)
+    when ``analysis.explore_embeddings`` (else an empty frame), with ``best dev (%)`` and
+    ``final dev (%)`` added.
+
+    Raises:
+        StageInputError: no labelled transfer set (notebooks 02 and 03).
+    """
+    if not cfg.analysis.explore_embeddings:
+        return pd.DataFrame()
+    from .augment import load_transfer_set
+    from .data import load_task
+
+    table = explore_embeddings(cfg, load_transfer_set(cfg), load_task(cfg.task, cfg.data_path))
+    table["best dev (%)"] = (100 * table["best dev"]).round(1)
+    table["final dev (%)"] = (100 * table["final dev"]).round(1)
+    return table
+
+
 def size_map_trials(cfg: Config, student: str) -> pd.DataFrame:
     """Run (or resume) the optuna study of ``student`` (``bilstm``: :func:`explore_bilstm`;
     ``bert_student``: :func:`explore_bert_student`) on the transfer set of notebook 04

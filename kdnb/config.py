@@ -475,7 +475,9 @@ class AnalysisConfig:
     0: skip), each trained for ``optuna_epochs`` epochs, a study stopping after
     ``optuna_timeout_s`` seconds (None: no limit); the BERT student's study samples its width
     from ``optuna_bert_widths`` (thesis' student: 204) and its depth from 1 to
-    ``optuna_bert_max_layers`` (thesis' student: 5).
+    ``optuna_bert_max_layers`` (thesis' student: 5). ``explore_embeddings``: the BiLSTM's
+    embedding type × mode grid (:func:`kdnb.analysis.explore_embeddings`; the ``explore``
+    profile turns it and both studies on).
     """
 
     bench: bool = True
@@ -495,6 +497,7 @@ class AnalysisConfig:
     optuna_bert_max_layers: int = 5
     optuna_epochs: int = 2
     optuna_timeout_s: Optional[float] = None
+    explore_embeddings: bool = False  # the BiLSTM's embedding type × mode grid (kdnb.analysis.explore_embeddings)
 
     def validate(self) -> None:
         for k in ("bench_batch_size", "bench_max_length", "bench_repeats", "bench_large_repeats",

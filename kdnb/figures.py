@@ -180,3 +180,15 @@ def plot_size_map(df: pd.DataFrame, x: str, y: str, value: str, task: str, title
     ax.set(xlabel=x, ylabel=y, title=f"{task}: {title}")
     fig.tight_layout()
     return fig
+
+
+def plot_embedding_modes(df: pd.DataFrame, task: str, value: str = "best dev (%)"):
+    """The thesis' embedding exploration of the BiLSTM: ``value`` (e.g. best dev score, %) per
+    embedding mode (Kim 2014: static / non-static / multichannel) and embedding type (word2vec /
+    teacher WordPiece) — bars grouped by mode (:func:`kdnb.analysis.explore_embeddings`)."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    sns.barplot(df, x="mode", y=value, hue="embedding", ax=ax)
+    ax.set(xlabel="embedding mode", ylabel=value, title=f"{task}: BiLSTM embedding type × mode (dev)")
+    ax.legend(title="embedding", loc="lower right")
+    fig.tight_layout()
+    return fig

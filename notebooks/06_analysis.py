@@ -198,6 +198,24 @@ if len(trials):
 size_map_png
 
 # %% [markdown]
+# ## Embedding type × mode of the BiLSTM student
+#
+# As the thesis' exploration (after Tang et al. 2019 and Kim 2014): word2vec vectors (trained
+# with gensim on the transfer set, or `bilstm.word2vec.path`) vs the teacher's WordPiece
+# embeddings, each static, non-static and multichannel, each BiLSTM distilled for
+# `analysis.optuna_epochs` epochs. Runs when `analysis.explore_embeddings` (the `explore`
+# profile); the students are kept under `outputs/<task>/explore/` and reused.
+
+# %%
+emb_table = analysis.embedding_exploration(cfg)  # empty unless analysis.explore_embeddings
+emb_png = None
+if len(emb_table):
+    report.save_table(cfg, emb_table, "embedding_exploration")
+    print(emb_table.drop(columns=["best dev", "final dev"]).to_string(index=False))
+    emb_png = report.save_figure(cfg, figures.plot_embedding_modes(emb_table, cfg.task), "bilstm_embedding_modes")
+emb_png
+
+# %% [markdown]
 # ## BERT student size map (optuna)
 #
 # As the thesis' §"Choosing student size" (Sučík 2020): BERT students of

@@ -304,6 +304,33 @@ def test_optuna_exploration_is_resumable(tmp_path):
     assert {"learning_rate", "batch_size", "embedding", "embedding_mode", "parameters (M)"} <= set(table.columns)
 
 
+def test_embedding_type_by_mode_exploration_is_resumable(tmp_path):
+    # the thesis' BiLSTM embedding exploration: word2vec (gensim, trained on the transfer set) vs
+    # the teacher's WordPiece embeddings × Kim's (2014) modes
+    cfg, transfer, dsd = _optuna_stand_in(tmp_path, **{"bilstm.batch_size": 16, "bilstm.word2vec.vector_size": 16,
+                                                       "bilstm.word2vec.epochs": 1})
+    modes = ("static", "multichannel")
+    table = analysis.explore_embeddings(cfg, transfer, dsd, modes=modes, epochs=1)
+    assert list(zip(table["embedding"], table["mode"])) == [(e, m) for e in analysis.EMBEDDINGS for m in modes]
+    assert table["best dev"].between(-1, 1).all() and (table["best dev"] >= table["final dev"] - 1e-9).all()
+    size = table.set_index(["embedding", "mode"])["parameters"]
+    assert size[("word2vec", "static")] < size[("teacher_wordpiece", "static")]  # a word vocabulary, 16-d
+    assert size[("word2vec", "multichannel")] > size[("word2vec", "static")]      # the second, trained copy
+    for e in analysis.EMBEDDINGS:
+        assert (cfg.out / "explore" / f"embeddings-{e}-static" / "result.json").is_file()
+    assert not (cfg.out / "students" / "bilstm").exists()
+    again = analysis.explore_embeddings(cfg, transfer, dsd, modes=modes, epochs=1)  # resumed: all reused
+    pd.testing.assert_frame_equal(again, table)
+    with pytest.raises(ConfigError, match="explore_embeddings"):
+        analysis.explore_embeddings(cfg, transfer, dsd, modes=("frozen",))
+    fig = figures.plot_embedding_modes(table.assign(**{"best dev (%)": 100 * table["best dev"]}), "cola")
+    assert len(fig.axes[0].patches) >= 4
+    explore = {t: load_config(t, "explore") for t in ("cola", "sst2")}
+    assert all(c.analysis.explore_embeddings and c.analysis.optuna_trials > 0 and c.analysis.optuna_bert_trials > 0
+               for c in explore.values())
+    assert not load_config("cola", "cpu").analysis.explore_embeddings
+
+
 def _optuna_stand_in(tmp_path, **overrides):
     """Smoke config under ``tmp_path``, the packaged BERT (untrained head) as the teacher, 64 dev
     sentences and a transfer set of 32 training sentences with random teacher logits."""
