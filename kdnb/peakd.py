@@ -5,9 +5,9 @@ on BERT", arXiv:2009.14822 (PLOS ONE 17(2), 2022); authors' code github.com/cih2
 fixes the details the text leaves open (cited below as "the authors' code").
 
 The students are ``k``-layer BERTs at the teacher's width initialised from the first ``k``
-layers of the **pre-trained** BERT the teacher was fine-tuned from (Pea-KD §"Experimental
-settings", after PKD, Sun et al. 2019, §4.1: "the student models are initialized with the
-first k layers of the pre-trained BERT"): ``peakd.init: pretrained`` loads the packaged /
+layers of the **pre-trained** BERT the teacher was fine-tuned from (Pea-KD's experimental
+set-up, after PKD, Sun et al. 2019, §4.1, whose students take the first ``k`` layers of the
+original pre-trained BERT, not of the fine-tuned teacher): ``peakd.init: pretrained`` loads the packaged /
 named model before fine-tuning (:func:`pretrained_source`) with a fresh ``C``-way classifier;
 ``peakd.init: teacher`` keeps the older setting (the fine-tuned teacher's layers, pooler and
 classifier).
@@ -168,8 +168,8 @@ def pretrained_source(cfg: Config, num_labels: int):
     :func:`kdnb.teacher.resolve_model_path`: the packaged MiniLM-L6 BERT by default) loaded with
     ``AutoModelForSequenceClassification`` and ``num_labels`` classes — pre-trained encoder, a
     fresh classifier drawn from the current torch RNG (seed before calling). Pea-KD (Cho & Kang
-    2020, §4 experimental settings) and PKD (Sun et al. 2019, §4.1) initialise from the
-    pre-trained BERT, not the fine-tuned teacher.
+    2020, experimental set-up) and PKD (Sun et al. 2019, §4.1) initialise from the pre-trained
+    BERT, not the fine-tuned teacher.
 
     Returns:
         A transformers ``BertForSequenceClassification`` (CPU, train mode).
