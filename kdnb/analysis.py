@@ -11,7 +11,8 @@ with columns ``idx, label, prediction, logit_0 .. logit_{C-1}``. From them:
   (the thesis finds them only weakly correlated on CoLA and SST-2, more on Sara);
 * :func:`confidence_by_outcome` — mean ± std of the confidence on correct and on incorrect
   predictions;
-* :func:`overlap_matrix` — how much two models' mistakes (or hits) coincide;
+* :func:`overlap_matrix` — how much two models' mistakes (or hits) coincide: by default the
+  thesis' share of model 1's mistakes that model 2 also makes (asymmetric), or Jaccard;
 * :func:`mistake_classes` — the true class of each model's mistakes (the 57 intent names on Sara).
 """
 
@@ -169,16 +170,25 @@ def confidence_by_outcome(conf: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def overlap_matrix(preds: dict[str, pd.DataFrame], kind: str = "mistakes", measure: str = "jaccard") -> pd.DataFrame:
+def overlap_matrix(preds: dict[str, pd.DataFrame], kind: str = "mistakes", measure: str = "share") -> pd.DataFrame:
     """How much the mistakes (or hits) of two models coincide, for every pair of models.
 
     With ``M_a`` the set of examples model ``a`` gets wrong (``kind="mistakes"``) or right
-    (``kind="hits"``), entry ``(a, b)`` is
+    (``kind="hits"``), entry ``(a, b)`` (row ``a``, column ``b``) is
 
+    * ``measure="share"`` (default; the thesis' measure, Sučík 2020, §"Analysing the models",
+      overlap of mistakes): ``|M_a ∩ M_b| / |M_a|`` — the share of model ``a``'s mistakes that
+      model ``b`` makes too. Not symmetric (row-normalised; 1 on the diagonal; NaN for a model
+      without mistakes);
     * ``measure="jaccard"``: ``|M_a ∩ M_b| / |M_a ∪ M_b|`` (symmetric; 1 on the diagonal);
-    * ``measure="count"``: ``|M_a ∩ M_b|`` (the diagonal holds ``|M_a|``);
-    * ``measure="share"``: ``|M_a ∩ M_b| / |M_a|`` — the share of ``a``'s mistakes that ``b``
-      makes too (row-normalised, not symmetric).
+    * ``measure="count"``: ``|M_a ∩ M_b|`` (the diagonal holds ``|M_a|``).
+
+    Args:
+        preds: model name → dev predictions (columns ``label``, ``prediction``), all over the
+            same examples in the same order.
+
+    Returns:
+        float DataFrame ``(n_models, n_models)``, index ``kind`` (row model), columns ``model``.
 
     Raises:
         ValueError: unknown ``kind`` or ``measure``.
@@ -478,6 +488,77 @@ SIZE_MAPS = {
 }
 """The two size maps of notebook 06: the ``analysis`` key that sets their number of trials and
 the map's axes (columns of :func:`size_map_trials`)."""
+
+
+EMBEDDINGS = ("word2vec", "teacher_wordpiece")
+"""Embedding types of the thesis' BiLSTM exploration: word-level word2vec vectors (trained with
+gensim on the transfer set unless ``bilstm.word2vec.path`` names a file) and the teacher's
+WordPiece embeddings."""
+EMBEDDING_MODES = ("static", "non-static", "multichannel")
+"""Kim (2014), §2.1: frozen, fine-tuned, and both (a frozen and a fine-tuned copy)."""
+
+
+def explore_embeddings(cfg: Config, transfer, dsd, embeddings: Sequence[str] = EMBEDDINGS,
+                       modes: Sequence[str] = EMBEDDING_MODES, epochs: Optional[int] = None) -> pd.DataFrame:
+    """The thesis' embedding exploration of the BiLSTM student (Sučík 2020, §"General
+    hyperparameter exploration": embedding type × mode, after Tang et al. 2019, who use
+    word2vec in Kim's 2014 multichannel mode): one BiLSTM per (type, mode) of ``embeddings`` ×
+    ``modes``, all else as ``bilstm``, each distilled for ``epochs`` epochs (default
+    ``analysis.optuna_epochs``) on ``transfer``.
+
+    Each student is kept under ``<out>/explore/embeddings-<type>-<mode>/`` and reused while its
+    parameters are unchanged (:func:`kdnb.students.distill_bilstm`), so a killed grid resumes
+    at the first student not yet trained.
+
+    Returns:
+        One row per student: ``embedding``, ``mode``, ``best dev`` and ``final dev`` (fractions;
+        the best over the learning curve, as the thesis keeps the best checkpoint),
+        ``parameters`` and ``parameters (M)`` (all, embeddings included), ``seconds`` (training wall time of the
+        run that trained it).
+
+    Raises:
+        ConfigError: an unknown embedding type or mode.
+    """
+    import dataclasses
+
+    from .errors import ConfigError
+    from .students import distill_bilstm
+
+    bad = [e for e in embeddings if e not in ("word2vec", "teacher_wordpiece", "random")] + \
+          [m for m in modes if m not in EMBEDDING_MODES]
+    if bad:
+        raise ConfigError(f"key 'analysis.explore_embeddings': unknown embedding type(s) or mode(s) {bad}.")
+    rows = []
+    for emb in embeddings:
+        for mode in modes:
+            bc = dataclasses.replace(cfg.bilstm, embedding=emb, embedding_mode=mode,
+                                     epochs=cfg.analysis.optuna_epochs if epochs is None else epochs)
+            res = distill_bilstm(dataclasses.replace(cfg, bilstm=bc), transfer, dsd,
+                                 name=f"../explore/embeddings-{emb}-{mode}")
+            rows.append({"embedding": emb, "mode": mode, "best dev": float(res.curve["dev_score"].max()),
+                         "final dev": res.dev_last if res.dev_last is not None else res.dev_score,
+                         "parameters": int(res.n_params), "parameters (M)": round(res.n_params / 1e6, 2),
+                         "seconds": round(res.seconds, 1)})
+    return pd.DataFrame(rows)
+
+
+def embedding_exploration(cfg: Config) -> pd.DataFrame:
+    """:func:`explore_embeddings` on the transfer set of notebook 04 (``augment.transfer_set``)
+    when ``analysis.explore_embeddings`` (else an empty frame), with ``best dev (%)`` and
+    ``final dev (%)`` added.
+
+    Raises:
+        StageInputError: no labelled transfer set (notebooks 02 and 03).
+    """
+    if not cfg.analysis.explore_embeddings:
+        return pd.DataFrame()
+    from .augment import load_transfer_set
+    from .data import load_task
+
+    table = explore_embeddings(cfg, load_transfer_set(cfg), load_task(cfg.task, cfg.data_path))
+    table["best dev (%)"] = (100 * table["best dev"]).round(1)
+    table["final dev (%)"] = (100 * table["final dev"]).round(1)
+    return table
 
 
 def size_map_trials(cfg: Config, student: str) -> pd.DataFrame:

@@ -1,6 +1,7 @@
 """The small BERT student of the thesis and the KD-method zoo that trains it.
 
-* :class:`BertStudent`: Sučík (2020), "Compressing BERT by knowledge distillation", §4.3 — a
+* :class:`BertStudent`: Sučík (2020), "Learning small sentence classifiers from BERT using
+  teacher-student knowledge distillation" (MInf Project (Part 2) Report, Edinburgh), §4.3 — a
   BERT with ``L`` layers, hidden size ``H``, intermediate size ``I`` and ``A`` heads (thesis:
   5, 204, 750, 3; 2.42M non-embedding parameters) built from a transformers ``BertConfig``.
   Its input embeddings are the teacher's WordPiece matrix ``V × E`` followed by a linear map
@@ -52,6 +53,24 @@ METHODS: dict[Optional[str], str] = {
     "ta": "teacher → assistant → student (Mirzadeh et al. 2020)",
 }
 """The values of ``method`` accepted by :func:`distill_bert_student` and what each trains with."""
+
+AGUILAR_SCHEDULES = {"progressive": "progressive (PID)", "stacked": "stacked (SID)"}
+"""Aguilar et al. (2020), §3.2: progressive internal distillation (one layer per stage) and
+stacked internal distillation (layers 1…k together at stage k); ``kd_ablation.aguilar_schedule``."""
+
+
+def method_label(method: Optional[str], cfg: Optional[Config] = None) -> str:
+    """What ``method`` trains with, as the tables print it (:data:`METHODS`), with Aguilar's
+    layer schedule named as it ran (``cfg.kd_ablation.aguilar_schedule``; both are available).
+
+    Raises:
+        KeyError: unknown ``method``.
+    """
+    label = METHODS[method]
+    if method == "aguilar" and cfg is not None:
+        label = label.replace("layer schedule",
+                              f"{AGUILAR_SCHEDULES[cfg.kd_ablation.aguilar_schedule]} layer schedule")
+    return label
 GRAPH_METHODS = (None, "mse", "kl", "alpha_mix")
 """Objectives on the logits alone, whose steps run as CUDA graphs under ``cuda_graphs`` (the
 others run the teacher in the loss or change with training progress on the host)."""
@@ -627,7 +646,7 @@ def _train(cfg: Config, transfer_set, dsd, name: str, method: Optional[str], key
         "model": (f"BERT student (Sučík 2020) L={bc.num_layers} H={bc.hidden_size} I={bc.intermediate_size} "
                   f"A={bc.num_heads}, init {bc.init}"),
         "method": method,
-        "objective": METHODS[method] if method else f"{bc.loss} at T={bc.temperature:g}",
+        "objective": method_label(method, cfg) if method else f"{bc.loss} at T={bc.temperature:g}",
         "sizes": {k: getattr(bc, k) for k in ("num_layers", "hidden_size", "intermediate_size", "num_heads")},
         "dev_score": score(cfg.task, dev_labels, dev_logits.argmax(-1)),
         "test_score": test_score,
@@ -788,7 +807,7 @@ def kd_ablation(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets.Datas
                         bilstm.seconds))
     student = f"BERT L={bc.num_layers} H={bc.hidden_size}, init {bc.init}"
     for method in cfg.kd_ablation.methods:
-        objective = METHODS[method]
+        objective = method_label(method, cfg)
         if method == "kl" and done is not None and done.method is None and bc.loss in ("ce", "kl"):
             res = done
             objective = f"{bc.loss} at T={bc.temperature:g} (the BERT student run; same gradients as KL·T²)"

@@ -239,13 +239,16 @@ class PeaKDConfig:
     """Pea-KD (Cho & Kang 2020) comparison of notebook 04; owned by :mod:`kdnb.peakd`.
 
     With ``enabled``, one student per depth in ``layers`` × variant in ``variants`` × seed in
-    ``seeds`` (``[]``: the run's ``seed``). Each student is the teacher truncated to its first
-    ``k`` layers. Variants: ``kd`` (plain KD), ``sps`` (Shuffled Parameter Sharing), ``ptp``
-    (Pretraining with Teacher's Predictions, ``ptp_epochs`` epochs on 4 labels: teacher
-    confidently / unconfidently correct / wrong, threshold ``ptp_threshold`` on its softmax
-    confidence; ``ptp_threshold_wrong`` for wrong predictions, null: the same), ``sps+ptp``
-    (Pea-KD). KD loss: ``(1 − alpha)`` CE + ``alpha`` KL·T² (``temperature``) + ``beta`` · MSE
-    of the normalised intermediate [CLS] states. AdamW, linear warm-up over
+    ``seeds`` (``[]``: the run's ``seed``). Each student is the first ``k`` layers of the
+    *pre-trained* model the teacher was fine-tuned from (``init: pretrained``, as Pea-KD and
+    PKD; ``init: teacher``: of the fine-tuned teacher). Variants: ``kd`` (plain KD), ``sps``
+    (Shuffled Parameter Sharing), ``ptp`` (Pretraining with Teacher's Predictions on 4 labels:
+    teacher confidently / unconfidently correct / wrong, one threshold ``ptp_threshold`` on its
+    softmax confidence; trained until convergence: early stopping once the dev PTP accuracy has
+    not improved for ``ptp_patience`` epochs, at most ``ptp_epochs`` epochs), ``sps+ptp``
+    (Pea-KD). ``ptp_threshold_wrong`` is deprecated (must stay null): the paper has one ``t``.
+    KD loss: ``(1 − alpha)`` CE + ``alpha`` KL·T² (``temperature``) + ``beta`` · MSE of the
+    normalised intermediate [CLS] states. AdamW, linear warm-up over
     ``warmup_fraction`` of the steps then linear decay.
     """
 
@@ -257,12 +260,14 @@ class PeaKDConfig:
     layers: list[int] = field(default_factory=lambda: [3])
     variants: list[str] = field(default_factory=lambda: ["kd", "sps+ptp"])
     seeds: list[int] = field(default_factory=list)
+    init: str = "pretrained"  # pretrained (the paper) | teacher (the fine-tuned teacher's layers)
     temperature: float = 10.0
     alpha: float = 0.7
     beta: float = 100.0
     ptp_threshold: float = 0.8
-    ptp_threshold_wrong: Optional[float] = None
-    ptp_epochs: int = 2
+    ptp_threshold_wrong: Optional[float] = None  # deprecated: must be null (one threshold t)
+    ptp_epochs: int = 20          # at most this many PTP epochs (the cap of "until convergence")
+    ptp_patience: int = 2         # stop PTP after this many epochs without a better dev PTP accuracy
     learning_rate: float = 2e-5
     weight_decay: float = 0.01
     warmup_fraction: float = 0.1
@@ -286,9 +291,13 @@ class PeaKDConfig:
                                                             for s in self.seeds):
             raise ConfigError(f"key 'peakd.seeds': must list distinct integers ([] = the run's seed), "
                               f"got {self.seeds!r}.")
-        for k in ("temperature", "learning_rate", "ptp_epochs", "batch_size", "epochs", "max_length",
-                  "evals_per_epoch", "eval_batch_size"):
+        for k in ("temperature", "learning_rate", "ptp_epochs", "ptp_patience", "batch_size", "epochs",
+                  "max_length", "evals_per_epoch", "eval_batch_size"):
             _positive(f"peakd.{k}", getattr(self, k))
+        _choice("peakd.init", self.init, ("pretrained", "teacher"))
+        if self.ptp_threshold_wrong is not None:
+            raise ConfigError("key 'peakd.ptp_threshold_wrong': deprecated — Pea-KD (Cho & Kang 2020) labels with "
+                              "one threshold t (peakd.ptp_threshold); remove the key or set it to null.")
         for k in ("alpha", "ptp_threshold", "ptp_threshold_wrong"):
             v = getattr(self, k)
             if v is not None and not 0.0 <= v <= 1.0:
@@ -476,7 +485,9 @@ class AnalysisConfig:
     0: skip), each trained for ``optuna_epochs`` epochs, a study stopping after
     ``optuna_timeout_s`` seconds (None: no limit); the BERT student's study samples its width
     from ``optuna_bert_widths`` (thesis' student: 204) and its depth from 1 to
-    ``optuna_bert_max_layers`` (thesis' student: 5).
+    ``optuna_bert_max_layers`` (thesis' student: 5). ``explore_embeddings``: the BiLSTM's
+    embedding type × mode grid (:func:`kdnb.analysis.explore_embeddings`; the ``explore``
+    profile turns it and both studies on).
     """
 
     bench: bool = True
@@ -496,6 +507,7 @@ class AnalysisConfig:
     optuna_bert_max_layers: int = 5
     optuna_epochs: int = 2
     optuna_timeout_s: Optional[float] = None
+    explore_embeddings: bool = False  # the BiLSTM's embedding type × mode grid (kdnb.analysis.explore_embeddings)
 
     def validate(self) -> None:
         for k in ("bench_batch_size", "bench_max_length", "bench_repeats", "bench_large_repeats",

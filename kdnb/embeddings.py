@@ -11,7 +11,10 @@ This module builds, with well-kept libraries only:
 * the word vocabulary of the transfer set and a word-level tokenizer for it
   (🤗 ``tokenizers`` ``WordLevel`` model behind ``PreTrainedTokenizerFast``, with BERT's
   normaliser and pre-tokeniser, so words are split exactly as the uncased teacher splits them
-  before WordPiece): id 0 is ``[PAD]``, id 1 is ``[UNK]``;
+  before WordPiece): id 0 is ``[PAD]``, id 1 is ``[UNK]``; the rule augmentation's ``[MASK]``
+  (``augment.rules.mask_token``) is one word, the unknown word ``[UNK]`` — Tang et al. (2019),
+  §3.3: "we replace the word with [MASK], which corresponds to an unknown token in our models"
+  (BERT's pre-tokeniser alone would split it into ``[``, ``mask``, ``]``);
 * the vectors: loaded with gensim's ``KeyedVectors`` from the file named by
   ``bilstm.word2vec.path`` (word2vec text or binary format, or gensim's own ``.kv``), or, when
   no file is named (the offline profiles), trained with gensim's ``Word2Vec`` on the transfer
@@ -43,28 +46,43 @@ from .utils import atomic_path, read_json, write_json
 PAD, UNK = "[PAD]", "[UNK]"
 """Special words: ids 0 and 1 of every word vocabulary built here."""
 
+MASK = "[MASK]"
+"""The rule augmentation's mask token (``augment.rules.mask_token``'s default)."""
 
-def _normaliser(lowercase: bool):
+_MASK_WORD = "kdnbmaskedword"
+"""What the normaliser turns the mask token into: one lowercase ASCII word that BERT's
+pre-tokeniser keeps whole and that no vocabulary built here holds, so the tokenizer maps it to
+``[UNK]`` (and :func:`split_words` returns it as ``[UNK]``)."""
+
+
+def _normaliser(lowercase: bool, mask_token: Optional[str] = MASK):
     from tokenizers import normalizers
 
-    return normalizers.BertNormalizer(lowercase=lowercase, strip_accents=lowercase)
+    bert = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=lowercase)
+    if not mask_token:
+        return bert
+    return normalizers.Sequence([normalizers.Replace(mask_token, f" {_MASK_WORD} "), bert])
 
 
-def split_words(texts: Iterable[str], lowercase: bool = True) -> list[list[str]]:
+def split_words(texts: Iterable[str], lowercase: bool = True, mask_token: Optional[str] = MASK) -> list[list[str]]:
     """Split texts into words as BERT does before WordPiece (``BertNormalizer`` then
     ``BertPreTokenizer``: whitespace, and every punctuation character is a word).
 
     Args:
         texts: sentences.
         lowercase: lowercase and strip accents (the uncased teacher's normalisation).
+        mask_token: the augmentation's mask token; each occurrence becomes the one word
+            ``[UNK]`` (Tang et al. 2019, §3.3: [MASK] "corresponds to an unknown token"), not
+            the three words ``[``, ``mask``, ``]``. ``None`` or ``""``: no special treatment.
 
     Returns:
         One list of words per text.
     """
     from tokenizers import pre_tokenizers
 
-    norm, pre = _normaliser(lowercase), pre_tokenizers.BertPreTokenizer()
-    return [[w for w, _ in pre.pre_tokenize_str(norm.normalize_str(t))] for t in texts]
+    norm, pre = _normaliser(lowercase, mask_token), pre_tokenizers.BertPreTokenizer()
+    return [[UNK if w == _MASK_WORD else w for w, _ in pre.pre_tokenize_str(norm.normalize_str(t))]
+            for t in texts]
 
 
 def build_vocab(token_lists: Iterable[Sequence[str]], min_count: int = 1,
@@ -85,9 +103,10 @@ def build_vocab(token_lists: Iterable[Sequence[str]], min_count: int = 1,
     return vocab[:max_size] if max_size is not None else vocab
 
 
-def word_tokenizer(vocab: Sequence[str], lowercase: bool = True):
+def word_tokenizer(vocab: Sequence[str], lowercase: bool = True, mask_token: Optional[str] = MASK):
     """A word-level tokenizer for ``vocab`` (``transformers.PreTrainedTokenizerFast`` around a
-    🤗 ``tokenizers`` ``WordLevel`` model; unknown words → ``[UNK]``). It is called like the
+    🤗 ``tokenizers`` ``WordLevel`` model; unknown words → ``[UNK]``; ``mask_token`` → one
+    ``[UNK]``, as in :func:`split_words`). It is called like the
     teacher's tokenizer (``tok(texts, add_special_tokens=False, truncation=True,
     max_length=...)["input_ids"]``), so :class:`kdnb.students.WordPieceCollate` batches with it;
     ``save_pretrained``/``from_pretrained`` store and reload it.
@@ -100,8 +119,10 @@ def word_tokenizer(vocab: Sequence[str], lowercase: bool = True):
 
     if list(vocab[:2]) != [PAD, UNK] or len(set(vocab)) != len(vocab):
         raise ValueError("vocab must start with [PAD], [UNK] and hold distinct words")
+    if _MASK_WORD in vocab:
+        raise ValueError(f"vocab must not hold the internal mask word {_MASK_WORD!r}")
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token=UNK))
-    tok.normalizer = _normaliser(lowercase)
+    tok.normalizer = _normaliser(lowercase, mask_token)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, unk_token=UNK)
 
@@ -260,7 +281,7 @@ def word2vec_embeddings(cfg: Config, transfer_set, force: bool = False) -> Word2
         p = Path(wc.path).expanduser()
         src = {"path": str(p.resolve()), "size": p.stat().st_size if p.is_file() else None,
                "mtime": p.stat().st_mtime if p.is_file() else None}
-    meta = {"word2vec": repr(sorted(vars(wc).items())), "seed": cfg.seed,
+    meta = {"word2vec": repr(sorted(vars(wc).items())), "seed": cfg.seed, "mask": cfg.augment.rules.mask_token,
             "texts": content_hash(transfer_set), "rows": len(transfer_set), "file": src}
     saved = read_json(out / "word2vec.json")
     if not force and saved and saved.get("meta") == meta and (out / "embedding.pt").is_file():
@@ -268,7 +289,8 @@ def word2vec_embeddings(cfg: Config, transfer_set, force: bool = False) -> Word2
         return Word2VecEmbeddings(torch.load(out / "embedding.pt", weights_only=True), tok, saved["stats"], True)
 
     t0 = time.perf_counter()
-    words = split_words(_texts(transfer_set), wc.lowercase)
+    mask = cfg.augment.rules.mask_token
+    words = split_words(_texts(transfer_set), wc.lowercase, mask)
     vocab = build_vocab(words, wc.min_count, wc.vocab_size)
     if wc.path is not None:
         kv = load_keyed_vectors(wc.path, wc.format, wc.limit)
@@ -285,7 +307,7 @@ def word2vec_embeddings(cfg: Config, transfer_set, force: bool = False) -> Word2
     stats = {"source": source, "vocab_size": len(vocab), "found": found,
              "coverage": round(found / max(n_words, 1), 4), "dim": int(weights.shape[1]),
              "seconds": round(time.perf_counter() - t0, 2)}
-    tok = word_tokenizer(vocab, wc.lowercase)
+    tok = word_tokenizer(vocab, wc.lowercase, mask)
     with atomic_path(out) as tmp:
         tmp.mkdir()
         torch.save(weights, tmp / "embedding.pt")

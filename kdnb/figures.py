@@ -115,16 +115,24 @@ def plot_average_confidence(stats: pd.DataFrame, task: str):
     return fig
 
 
-def plot_overlap(matrix: pd.DataFrame, task: str, kind: str = "mistakes", measure: str = "jaccard"):
-    """Heat map of the overlap of the models' mistakes or hits (:func:`kdnb.analysis.overlap_matrix`)."""
+def plot_overlap(matrix: pd.DataFrame, task: str, kind: str = "mistakes", measure: str = "share"):
+    """Heat map of the overlap of the models' mistakes or hits (:func:`kdnb.analysis.overlap_matrix`,
+    computed with the same ``measure``). With ``share`` (the thesis' measure, Sučík 2020) cell
+    (row a, column b) is the share of a's mistakes that b makes too, so the map is not symmetric.
+
+    Raises:
+        KeyError: unknown ``measure``.
+    """
     n = len(matrix)
     label = {"jaccard": "shared / union (Jaccard)", "count": "shared examples",
-             "share": "share of the row model's set"}[measure]
+             "share": f"share of the row model's {kind} the column model shares"}[measure]
     fig, ax = plt.subplots(figsize=(1.6 + 1.1 * n, 1.2 + 0.9 * n))
     fmt = ".0f" if measure == "count" else ".2f"
     sns.heatmap(matrix.astype(float), annot=True, fmt=fmt, cmap="rocket_r", square=True,
                 vmin=0, vmax=None if measure == "count" else 1, cbar_kws={"label": label}, ax=ax)
-    ax.set(xlabel="model", ylabel="model", title=f"{task}: overlap of {kind} (dev)")
+    ax.set(xlabel="model 2 (also makes them)" if measure == "share" else "model",
+           ylabel=f"model 1 (its {kind})" if measure == "share" else "model",
+           title=f"{task}: overlap of {kind} (dev)")
     fig.tight_layout()
     return fig
 
@@ -170,5 +178,17 @@ def plot_size_map(df: pd.DataFrame, x: str, y: str, value: str, task: str, title
     sns.heatmap(grid, annot=True, fmt=".1f", cmap="mako_r", cbar_kws={"label": value}, ax=ax)
     ax.grid(False)  # the style's grid lines would cross the cells and the untried (blank) ones
     ax.set(xlabel=x, ylabel=y, title=f"{task}: {title}")
+    fig.tight_layout()
+    return fig
+
+
+def plot_embedding_modes(df: pd.DataFrame, task: str, value: str = "best dev (%)"):
+    """The thesis' embedding exploration of the BiLSTM: ``value`` (e.g. best dev score, %) per
+    embedding mode (Kim 2014: static / non-static / multichannel) and embedding type (word2vec /
+    teacher WordPiece) — bars grouped by mode (:func:`kdnb.analysis.explore_embeddings`)."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    sns.barplot(df, x="mode", y=value, hue="embedding", ax=ax)
+    ax.set(xlabel="embedding mode", ylabel=value, title=f"{task}: BiLSTM embedding type × mode (dev)")
+    ax.legend(title="embedding", loc="lower right")
     fig.tight_layout()
     return fig

@@ -4,9 +4,13 @@ I. Cho and U. Kang (2020), "Pea-KD: Parameter-efficient and accurate knowledge d
 on BERT", arXiv:2009.14822 (PLOS ONE 17(2), 2022); authors' code github.com/cih23/PeaKD, which
 fixes the details the text leaves open (cited below as "the authors' code").
 
-The students are the teacher truncated to its first ``k`` layers (the PKD setting, Sun et al.
-2019, §4.1: a ``k``-layer BERT at the teacher's width initialised from the teacher's bottom
-layers; here from the *fine-tuned* teacher, embeddings, pooler and classifier included).
+The students are ``k``-layer BERTs at the teacher's width initialised from the first ``k``
+layers of the **pre-trained** BERT the teacher was fine-tuned from (Pea-KD's experimental
+set-up, after PKD, Sun et al. 2019, §4.1, whose students take the first ``k`` layers of the
+original pre-trained BERT, not of the fine-tuned teacher): ``peakd.init: pretrained`` loads the packaged /
+named model before fine-tuning (:func:`pretrained_source`) with a fresh ``C``-way classifier;
+``peakd.init: teacher`` keeps the older setting (the fine-tuned teacher's layers, pooler and
+classifier).
 
 * **Shuffled Parameter Sharing (SPS)**, Pea-KD §"Shuffled Parameter Sharing": *paired
   parameter sharing* doubles the student's depth — on top of its ``k`` layers it runs ``k``
@@ -23,11 +27,13 @@ layers; here from the *fine-tuned* teacher, embeddings, pooler and classifier in
 * **Pretraining with Teacher's Predictions (PTP)**, Pea-KD §"Pretraining with teacher's
   predictions": before KD, the student learns to predict, for each training example, one of 4
   PTP labels — the teacher is *confidently correct*, *unconfidently correct*, *confidently
-  wrong* or *unconfidently wrong*, "confidently" meaning its softmax confidence exceeds a
-  threshold ``t`` (:func:`ptp_labels`; the authors' code uses ``t = 0.8`` for correct and
-  ``0.6`` for wrong predictions on RTE) — with cross-entropy and a 4-way head on the pooled
-  [CLS]; the pretrained encoder then starts KD (the authors' code keeps the encoder only;
-  here the C-way classifier restarts from the teacher's, as for every variant).
+  wrong* or *unconfidently wrong*, "confidently" meaning its softmax confidence exceeds one
+  threshold ``t`` (:func:`ptp_labels`) — with cross-entropy and a 4-way head on the pooled
+  [CLS], trained "until convergence" (the paper): here epoch by epoch until the accuracy on
+  the dev set's PTP labels (the teacher's predictions on held-out data) has not improved for
+  ``peakd.ptp_patience`` epochs, at most ``peakd.ptp_epochs``, keeping the best epoch's encoder
+  (:func:`_pretrain_ptp`); that encoder then starts KD (the 4-way head is dropped; the
+  ``C``-way classifier is the student's own, as for every variant).
 * **KD loss** (Pea-KD trains with PKD's objective; Sun et al. 2019, §3 "Patient teacher"):
   ``L = (1 − α) · CE(z^S, y) + α · T² · KL(softmax(z^T/T) ‖ softmax(z^S/T)) + β · L_PT``, with
   ``L_PT`` the mean squared error between the L2-normalised [CLS] states of the student's
@@ -150,9 +156,38 @@ def apply_sps(model, source_layers: Optional[Sequence[int]] = None):
 
 
 def build_student(teacher, k: int, sps: bool):
-    """The ``k``-layer student of :func:`truncated_student`, with :func:`apply_sps` if ``sps``."""
+    """The ``k``-layer student of :func:`truncated_student` of ``teacher`` (for Pea-KD: the
+    pre-trained model, :func:`pretrained_source`), with :func:`apply_sps` if ``sps``."""
     student = truncated_student(teacher, k)
     return apply_sps(student) if sps else student
+
+
+def pretrained_source(cfg: Config, num_labels: int):
+    """The BERT the students are cut from with ``peakd.init: pretrained``: the model the
+    teacher was fine-tuned from (``teacher.model_name_or_path``, resolved by
+    :func:`kdnb.teacher.resolve_model_path`: the packaged MiniLM-L6 BERT by default) loaded with
+    ``AutoModelForSequenceClassification`` and ``num_labels`` classes — pre-trained encoder, a
+    fresh classifier drawn from the current torch RNG (seed before calling). Pea-KD (Cho & Kang
+    2020, experimental set-up) and PKD (Sun et al. 2019, §4.1) initialise from the pre-trained
+    BERT, not the fine-tuned teacher.
+
+    Returns:
+        A transformers ``BertForSequenceClassification`` (CPU, train mode).
+
+    Raises:
+        ConfigError: the model is not found (naming ``teacher.model_name_or_path``).
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    from .teacher import resolve_model_path
+
+    path = resolve_model_path(cfg.teacher.model_name_or_path)
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)
+    except OSError as e:
+        raise ConfigError(f"key 'teacher.model_name_or_path': cannot load the pre-trained model {path} for "
+                          f"peakd.init: pretrained ({e}); set peakd.init: teacher to start from the fine-tuned "
+                          "teacher instead.") from None
 
 
 def count_unique_parameters(model: nn.Module, embeddings: bool = True) -> int:
@@ -165,14 +200,14 @@ def count_unique_parameters(model: nn.Module, embeddings: bool = True) -> int:
 
 # ---- PTP labels and the KD loss ---------------------------------------------------------------
 
-def ptp_labels(teacher_logits: torch.Tensor, labels: torch.Tensor, threshold: float,
-               threshold_wrong: Optional[float] = None) -> torch.Tensor:
-    """PTP labels (Pea-KD §"Pretraining with teacher's predictions").
+def ptp_labels(teacher_logits: torch.Tensor, labels: torch.Tensor, threshold: float) -> torch.Tensor:
+    """PTP labels (Pea-KD §"Pretraining with teacher's predictions"), with the paper's one
+    threshold ``t``.
 
     With ``p = softmax(z^T)``, confidence ``max_c p_c`` and prediction ``argmax_c p_c``:
-    0 = confidently correct (correct, confidence > ``threshold``), 1 = unconfidently correct
-    (≤), 2 = confidently wrong (wrong, confidence > ``threshold_wrong``, default
-    ``threshold``), 3 = unconfidently wrong; -1 where the example has no gold label (-1).
+    0 = confidently correct (correct, confidence > ``t``), 1 = unconfidently correct
+    (≤ ``t``), 2 = confidently wrong (wrong, confidence > ``t``), 3 = unconfidently wrong;
+    -1 where the example has no gold label (-1).
 
     Args:
         teacher_logits: ``(N, C)``; labels: ``(N,)`` gold class ids (-1: unlabelled).
@@ -181,17 +216,16 @@ def ptp_labels(teacher_logits: torch.Tensor, labels: torch.Tensor, threshold: fl
         Long tensor ``(N,)`` with values in {-1, 0, 1, 2, 3} (:data:`PTP_LABELS`).
 
     Raises:
-        ValueError: mismatched shapes or thresholds outside [0, 1].
+        ValueError: mismatched shapes or a threshold outside [0, 1].
     """
     if teacher_logits.dim() != 2 or labels.shape != teacher_logits.shape[:1]:
         raise ValueError(f"need teacher_logits (N, C) and labels (N,), got {tuple(teacher_logits.shape)} and "
                          f"{tuple(labels.shape)}")
-    tw = threshold if threshold_wrong is None else threshold_wrong
-    if not (0.0 <= threshold <= 1.0 and 0.0 <= tw <= 1.0):
-        raise ValueError(f"thresholds must be in [0, 1], got {threshold} and {tw}")
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     conf, pred = F.softmax(teacher_logits.float(), dim=-1).max(-1)
-    correct = pred == labels
-    out = torch.where(correct, torch.where(conf > threshold, 0, 1), torch.where(conf > tw, 2, 3))
+    confident = conf > threshold
+    out = torch.where(pred == labels, torch.where(confident, 0, 1), torch.where(confident, 2, 3))
     return torch.where(labels < 0, -1, out).long()
 
 
@@ -384,6 +418,7 @@ class PeaKDResult:
     curve: pd.DataFrame
     ptp_counts: Optional[dict]
     reused: bool
+    ptp_epochs: Optional[int] = None
 
 
 def student_name(k: int, variant: str, seed: int) -> str:
@@ -427,7 +462,7 @@ def _run_key(cfg: Config, k: int, sps: bool, ptp: bool, seed: int, transfer_set:
     for k_ in ("enabled", "layers", "variants", "seeds", "eval_batch_size"):
         pc.pop(k_)
     if not ptp:
-        for k_ in ("ptp_threshold", "ptp_threshold_wrong", "ptp_epochs"):
+        for k_ in ("ptp_threshold", "ptp_threshold_wrong", "ptp_epochs", "ptp_patience"):
             pc.pop(k_)
     teacher_key = (read_json(teacher_dir(cfg) / "result.json") or {}).get("config_hash")
     blob = json.dumps({"peakd": pc, "k": k, "sps": sps, "ptp": ptp, "seed": seed, "task": cfg.task,
@@ -437,11 +472,14 @@ def _run_key(cfg: Config, k: int, sps: bool, ptp: bool, seed: int, transfer_set:
 
 def distill_peakd(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets.DatasetDict, *, k: int, sps: bool,
                   ptp: bool, seed: int, states: Optional[TeacherStates] = None, force: bool = False) -> PeaKDResult:
-    """Train one Pea-KD student: the teacher's first ``k`` layers, with SPS and/or PTP.
+    """Train one Pea-KD student: the first ``k`` layers of the pre-trained model
+    (``peakd.init: pretrained``; of the fine-tuned teacher with ``init: teacher``), with SPS
+    and/or PTP.
 
-    1. :func:`build_student` (seeded with ``seed``);
-    2. with ``ptp``: ``peakd.ptp_epochs`` epochs of cross-entropy on the :func:`ptp_labels` of
-       the labelled transfer-set rows (4-way head on the pooled [CLS]);
+    1. :func:`build_student` (seeded with ``seed``) from :func:`pretrained_source` or the teacher;
+    2. with ``ptp``: :func:`_pretrain_ptp` — cross-entropy on the :func:`ptp_labels` of the
+       labelled transfer-set rows (4-way head on the pooled [CLS]) until the dev PTP accuracy
+       stops improving (``peakd.ptp_patience``; at most ``peakd.ptp_epochs`` epochs);
     3. ``peakd.epochs`` epochs of KD on the whole transfer set with :func:`peakd_loss`
        (intermediate layers matched by :func:`matched_teacher_layers`).
 
@@ -471,8 +509,10 @@ def distill_peakd(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets.Dat
     states = states or teacher_states(cfg, transfer_set, dev, force=False)
     set_seed(seed)
     teacher, tokenizer = load_teacher(cfg)
-    model = build_student(teacher, k, sps)
-    del teacher
+    source = pretrained_source(cfg, teacher.config.num_labels) if pc.init == "pretrained" else teacher
+    _check_source(source, teacher)
+    model = build_student(source, k, sps)
+    del teacher, source
     depth = model.config.num_hidden_layers
     t_layers = matched_teacher_layers(depth, states.num_layers)
     rows = _encode(tokenizer, transfer_set, pc.max_length)
@@ -486,11 +526,10 @@ def distill_peakd(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets.Dat
     # -- phase 1: PTP ------------------------------------------------------------------------
     ptp_seconds, ptp_counts = 0.0, None
     if ptp:
-        t_wrong = pc.ptp_threshold_wrong
-        ptp_y = ptp_labels(torch.as_tensor(np.asarray(states.logits)), torch.as_tensor(labels), pc.ptp_threshold,
-                           t_wrong).numpy()
+        ptp_y = ptp_labels(torch.as_tensor(np.asarray(states.logits)), torch.as_tensor(labels),
+                           pc.ptp_threshold).numpy()
         dev_ptp = ptp_labels(torch.as_tensor(np.asarray(states.dev_logits)), torch.as_tensor(dev_labels),
-                             pc.ptp_threshold, t_wrong).numpy()
+                             pc.ptp_threshold).numpy()
         ptp_counts = {PTP_LABELS[i]: int((ptp_y == i).sum()) for i in range(len(PTP_LABELS))}
         ptp_file = sdir / "ptp_model.pt"
         ptp_state = read_json(sdir / "ptp.json") or {}
@@ -502,31 +541,15 @@ def distill_peakd(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets.Dat
             if not labelled:
                 raise ConfigError("key 'peakd.variants': PTP needs transfer-set rows with gold labels; this "
                                   "transfer set has none.")
-            set_seed(seed)
-            ptp_model = _PTPModel(model)
-            steps = pc.ptp_epochs * math.ceil(len(labelled) / pc.batch_size)
-            optimizer, scheduler = _optimizer(ptp_model, pc, steps)
-            accelerator = make_accelerator(cfg.mixed_precision)
-            collate = _Collate(tokenizer, {"ptp_labels": ptp_y})
-
-            def evaluate_ptp(m) -> float:
-                logits = predict_logits(m, dev_rows, eval_collate, pc.eval_batch_size,
-                                        lambda mm, b: mm(**_inputs(b)), accelerator)
-                return float((logits.argmax(-1).numpy() == dev_ptp).mean())
-
-            fr = fit(ptp_model, train_set=labelled, collate_fn=collate, batch_size=pc.batch_size,
-                     loss_fn=lambda m, b: F.cross_entropy(m(**_inputs(b)), b["ptp_labels"]),
-                     optimizer=optimizer, scheduler=scheduler, epochs=pc.ptp_epochs, evaluate=evaluate_ptp,
-                     seed=seed, ckpt_dir=sdir / "ptp_checkpoint", accelerator=accelerator,
-                     evals_per_epoch=pc.evals_per_epoch, lengths=[len(r["input_ids"]) for r in labelled],
-                     resume_key=key + "-ptp", desc=f"{name} PTP")
-            ptp_model = accelerator.unwrap_model(ptp_model)
-            ptp_seconds = fr.seconds
-            _write_csv(pd.DataFrame(fr.curve).rename(columns={"dev_score": "dev_ptp_accuracy"}),
-                       sdir / "ptp_curve.csv")
+            ptp_model, curve, ptp_seconds = _pretrain_ptp(cfg, model, labelled, ptp_y, dev_rows, dev_ptp, tokenizer,
+                                                          seed, sdir, key, name)
+            _write_csv(pd.DataFrame(curve), sdir / "ptp_curve.csv")
             with atomic_path(ptp_file) as tmp:
                 torch.save(ptp_model.bert.state_dict(), tmp)
-            write_json(sdir / "ptp.json", {"key": key, "seconds": ptp_seconds, "counts": ptp_counts})
+            best = max(curve, key=lambda r: (r["dev_ptp_accuracy"], -r["epoch"]))
+            write_json(sdir / "ptp.json", {"key": key, "seconds": ptp_seconds, "counts": ptp_counts,
+                                           "epochs": len(curve), "best_epoch": best["epoch"],
+                                           "best_dev_ptp_accuracy": best["dev_ptp_accuracy"]})
             model.bert = ptp_model.bert.cpu()
             del ptp_model
 
@@ -584,11 +607,83 @@ def distill_peakd(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets.Dat
         "seconds": fr.seconds + ptp_seconds,
         "ptp_seconds": ptp_seconds,
         "ptp_counts": ptp_counts,
+        "ptp_epochs": (read_json(sdir / "ptp.json") or {}).get("epochs") if ptp else None,
+        "ptp_best_epoch": (read_json(sdir / "ptp.json") or {}).get("best_epoch") if ptp else None,
+        "init": pc.init,
         "transfer_set_size": len(transfer_set),
         **selection_record(fr),
     }
     write_json(sdir / "result.json", res)
     return _result_from_disk(name, sdir, res, reused=False)
+
+
+def _check_source(source, teacher) -> None:
+    """The student's source must have the teacher's width and tokenizer (the KD targets and the
+    patient loss compare [CLS] states of width ``H``; both read the teacher's WordPieces).
+
+    Raises:
+        ConfigError: widths or vocabularies differ (naming ``peakd.init``).
+    """
+    s, t = source.config, teacher.config
+    if (s.hidden_size, s.vocab_size) != (t.hidden_size, t.vocab_size):
+        raise ConfigError(f"key 'peakd.init': the pre-trained model (hidden {s.hidden_size}, vocabulary "
+                          f"{s.vocab_size}) is not the teacher's (hidden {t.hidden_size}, vocabulary {t.vocab_size}); "
+                          "was the teacher fine-tuned from teacher.model_name_or_path? Use peakd.init: teacher.")
+
+
+def _pretrain_ptp(cfg: Config, model, labelled: list[dict], ptp_y: np.ndarray, dev_rows: list[dict],
+                  dev_ptp: np.ndarray, tokenizer, seed: int, sdir: Path, key: str, name: str
+                  ) -> tuple["_PTPModel", list[dict], float]:
+    """PTP "until convergence" (Pea-KD §"Pretraining with teacher's predictions"): epochs of
+    cross-entropy on the PTP labels ``ptp_y`` of the ``labelled`` rows, each followed by the
+    accuracy on the held-out dev PTP labels ``dev_ptp`` (the teacher's predictions on dev,
+    labelled with the same threshold); stops once it has not improved for ``peakd.ptp_patience``
+    epochs or after ``peakd.ptp_epochs`` (the cap), and returns the encoder of the best epoch
+    (ties: the earlier). AdamW with linear warm-up/decay over the cap (one optimiser across the
+    epochs); each epoch runs through :func:`kdnb.distill.fit` (shuffled with ``seed + epoch``;
+    resumable inside an epoch).
+
+    Returns:
+        ``(ptp_model, curve, seconds)``: the :class:`_PTPModel` holding the best encoder (CPU),
+        one row per epoch (``epoch``, ``train_loss``, ``dev_ptp_accuracy``), wall time (s).
+    """
+    pc = cfg.peakd
+    set_seed(seed)
+    ptp_model = _PTPModel(model)
+    optimizer, scheduler = _optimizer(ptp_model, pc, pc.ptp_epochs * math.ceil(len(labelled) / pc.batch_size))
+    collate = _Collate(tokenizer, {"ptp_labels": ptp_y})
+    eval_collate = _Collate(tokenizer)
+    lengths = [len(r["input_ids"]) for r in labelled]
+    curve: list[dict] = []
+    best_acc, best_state, since_best, seconds = -1.0, None, 0, 0.0
+    for epoch in range(pc.ptp_epochs):
+        accelerator = make_accelerator(cfg.mixed_precision)
+
+        def evaluate_ptp(m) -> float:
+            logits = predict_logits(m, dev_rows, eval_collate, pc.eval_batch_size,
+                                    lambda mm, b: mm(**_inputs(b)), accelerator)
+            return float((logits.argmax(-1).numpy() == dev_ptp).mean())
+
+        fr = fit(ptp_model, train_set=labelled, collate_fn=collate, batch_size=pc.batch_size,
+                 loss_fn=lambda m, b: F.cross_entropy(m(**_inputs(b)), b["ptp_labels"]),
+                 optimizer=optimizer, scheduler=scheduler, epochs=1, evaluate=evaluate_ptp,
+                 seed=seed + 1009 * epoch, ckpt_dir=sdir / "ptp_checkpoint", accelerator=accelerator,
+                 evals_per_epoch=1, lengths=lengths, resume_key=f"{key}-ptp-{epoch}",
+                 desc=f"{name} PTP {epoch + 1}", select_best=None)
+        ptp_model = accelerator.unwrap_model(ptp_model)
+        seconds += fr.seconds
+        acc = float(fr.curve[-1]["dev_score"])
+        curve.append({"epoch": epoch + 1, "train_loss": fr.curve[-1].get("train_loss"), "dev_ptp_accuracy": acc})
+        if acc > best_acc:
+            best_acc, since_best = acc, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in ptp_model.state_dict().items()}
+        else:
+            since_best += 1
+            if since_best >= pc.ptp_patience:
+                break
+    ptp_model = ptp_model.cpu()
+    ptp_model.load_state_dict(best_state)
+    return ptp_model, curve, seconds
 
 
 class _LayerSelect:
@@ -608,7 +703,7 @@ def _result_from_disk(name: str, sdir: Path, res: dict, reused: bool) -> PeaKDRe
                        n_params_non_embedding=res["n_params_non_embedding"],
                        dev_score=res["dev_score"], test_score=res["test_score"], seconds=res["seconds"],
                        ptp_seconds=res["ptp_seconds"], curve=pd.read_csv(sdir / "learning_curve.csv"),
-                       ptp_counts=res.get("ptp_counts"), reused=reused)
+                       ptp_counts=res.get("ptp_counts"), reused=reused, ptp_epochs=res.get("ptp_epochs"))
 
 
 def load_student(cfg: Config, name: str):
@@ -657,7 +752,9 @@ def peakd_comparison(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets.
         :class:`PeaKDComparison`; ``table`` columns: ``student`` (depth, SPS, PTP), ``layers``,
         ``effective layers``, ``SPS``, ``PTP``, ``seeds``, ``parameters``, ``non-embedding
         parameters``, ``dev <metric> (%)``
-        (mean over seeds), ``dev std``, ``retention (%)`` (mean dev / teacher dev),
+        (mean over seeds), ``dev std`` (sample std over seeds, ddof 1; None with one seed),
+        ``dev mean ± std`` (text), ``init`` (pretrained | teacher), ``PTP epochs (mean)``
+        (epochs PTP ran before early stopping), ``retention (%)`` (mean dev / teacher dev),
         ``train time (s)`` (mean, PTP included).
 
     Raises:
@@ -683,6 +780,8 @@ def peakd_comparison(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets.
         for v in pc.variants:
             group = [r for r in runs if r.layers == k and r.sps == ("sps" in v) and r.ptp == ("ptp" in v)]
             dev = np.array([r.dev_score for r in group])
+            std = 100 * float(dev.std(ddof=1)) if len(dev) > 1 else None
+            ptp_ep = [r.ptp_epochs for r in group if r.ptp_epochs]
             rows.append({
                 "student": f"{k}-layer" + (" + SPS" if "sps" in v else "") + (" + PTP" if "ptp" in v else "")
                            + (" (plain KD)" if v == "kd" else ""),
@@ -692,7 +791,10 @@ def peakd_comparison(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets.
                 "parameters": group[0].n_params,
                 "non-embedding parameters": group[0].n_params_non_embedding,
                 f"dev {metric} (%)": round(100 * float(dev.mean()), 1),
-                "dev std": round(100 * float(dev.std(ddof=1)), 1) if len(dev) > 1 else None,
+                "dev std": None if std is None else round(std, 1),
+                "dev mean ± std": f"{100 * float(dev.mean()):.1f}" + ("" if std is None else f" ± {std:.1f}"),
+                "init": pc.init,
+                "PTP epochs (mean)": round(float(np.mean(ptp_ep)), 1) if ptp_ep else None,
                 "retention (%)": round(100 * float(dev.mean()) / teacher_dev, 1) if teacher_dev else None,
                 "train time (s)": round(float(np.mean([r.seconds for r in group])), 1),
             })

@@ -13,7 +13,9 @@ tasks; Sučík (2020) probes the BERT teacher and the students with them. This m
 2. turns every sentence into one vector per model and layer (:class:`Encoder`): for BERT models
    the average over the (non-padding) tokens of the embedding layer ``E`` and of each chosen
    Transformer layer (:func:`spread_layers`: the thesis' E, 1, 6, 12, 18, 24 for BERT-large and
-   the same spread for other depths); for the BiLSTM student its concatenated final states.
+   the same spread for other depths); for the BERT student (Sučík 2020, §4.3) the same average
+   over its embedding output and every one of its layers ``E, 1, …, L``; for the BiLSTM student
+   its concatenated final states.
    Vectors are computed in batches and cached per (model, layer, task) under
    ``<out>/probing/features/``;
 3. trains the probe of the thesis (and of Conneau et al. 2018): an MLP with one sigmoid hidden
@@ -23,7 +25,15 @@ tasks; Sučík (2020) probes the BERT teacher and the students with them. This m
 4. puts the scores beside baselines: the majority class of this data, and the published
    majority, human and best-encoder numbers of Conneau et al. (2018, Table 2;
    :data:`CONNEAU_2018`), and draws the thesis figures (:func:`plot_teacher_layers`,
-   :func:`plot_students_vs_teacher`, :func:`plot_students_init_vs_trained`).
+   :func:`plot_students_vs_teacher`, :func:`plot_students_init_vs_trained`, and
+   :func:`plot_layers_by_depth`: every layer of the teacher and of both students by relative
+   depth, trained and initialised).
+
+Which models are probed (:func:`default_encoders`): the fine-tuned teacher (and the
+pre-trained one), and *both* students of the thesis — the BiLSTM and, when
+``bert_student.enabled``, the BERT student — each trained and, with
+``probing.initialised_students``, as initialised before distillation; the thesis' question is
+how the student architecture changes what linguistic knowledge is distilled and where it is stored.
 
 The notebook ``notebooks/05_probing`` calls :func:`run_probing` and the plotting functions.
 """
@@ -325,6 +335,8 @@ class Encoder:
         layers: layer labels in depth order (``E``, ``1``, ... for BERT; ``final`` for the BiLSTM).
         key: identifies the weights; cached features are reused only while it is unchanged.
         embed: ``(sentences, layers) -> {layer: (N, D) float32 array}``; loads the model lazily.
+        n_layers: the model's depth (Transformer layers; 1 for the BiLSTM) for the relative
+            depth of a layer (``layer / n_layers``; ``final`` → 1); None: the deepest probed layer.
     """
 
     name: str
@@ -333,6 +345,14 @@ class Encoder:
     layers: list[str]
     key: str
     embed: EmbedFn
+    n_layers: Optional[int] = None
+
+    def relative_depth(self, layer: str) -> float:
+        """Position of ``layer`` in the model, 0 (``E``) … 1 (the last layer; ``final``)."""
+        if layer == "final":
+            return 1.0
+        deepest = self.n_layers or max((layer_index(l) for l in self.layers if l != "final"), default=1) or 1
+        return layer_index(layer) / deepest
 
 
 def layer_label(index: int) -> str:
@@ -456,10 +476,13 @@ def _load_once(load: Callable[[], tuple], mixed_precision: str = "no") -> Callab
 
 
 def bert_encoder(name: str, family: str, state: str, key: str, load: Callable[[], tuple], layers: Sequence[int],
-                 max_length: int, batch_size: int, mixed_precision: str = "no") -> Encoder:
+                 max_length: int, batch_size: int, mixed_precision: str = "no",
+                 n_layers: Optional[int] = None) -> Encoder:
     """An :class:`Encoder` for a BERT model that ``load()`` returns as ``(model, tokenizer)``
     (called once, on first use), probing the hidden-state indices ``layers`` (0 = E); forward
-    passes in ``mixed_precision`` (``no`` | ``bf16`` | ``fp16``; GPU only) through accelerate."""
+    passes in ``mixed_precision`` (``no`` | ``bf16`` | ``fp16``; GPU only) through accelerate.
+    The model is a transformers BERT or a :class:`kdnb.bert_student.BertStudent` (both take
+    ``input_ids, attention_mask, token_type_ids, output_hidden_states``); ``n_layers``: its depth."""
     loaded = _load_once(load, mixed_precision)
 
     def embed(sentences: list[str], wanted: list[str]) -> dict[str, np.ndarray]:
@@ -468,7 +491,7 @@ def bert_encoder(name: str, family: str, state: str, key: str, load: Callable[[]
                                  accelerator=accelerator)
         return dict(zip(wanted, arr))
 
-    return Encoder(name, family, state, [layer_label(i) for i in layers], key, embed)
+    return Encoder(name, family, state, [layer_label(i) for i in layers], key, embed, n_layers)
 
 
 def bilstm_encoder(name: str, family: str, state: str, key: str, load: Callable[[], tuple], max_length: int,
@@ -483,7 +506,7 @@ def bilstm_encoder(name: str, family: str, state: str, key: str, load: Callable[
         vecs = bilstm_final_states(model, tok, sentences, max_length, batch_size)
         return {w: vecs for w in wanted}
 
-    return Encoder(name, family, state, ["final"], key, embed)
+    return Encoder(name, family, state, ["final"], key, embed, 1)
 
 
 def _teacher_layers(cfg: Config, n_layers: int, who: str) -> list[int]:
@@ -497,14 +520,35 @@ def _teacher_layers(cfg: Config, n_layers: int, who: str) -> list[int]:
     return sorted(set(wanted))
 
 
+@contextlib.contextmanager
+def _seeded(seed: int):
+    """Run the block after ``set_seed(seed)`` (Python, NumPy, torch CPU RNGs), then give the
+    caller its RNG states back — so building a student "as initialised" is reproducible and
+    leaves the caller's random streams untouched."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            set_seed(seed)
+            yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
 def default_encoders(cfg: Config) -> dict[str, Encoder]:
     """The models to probe, by row name: the fine-tuned ``teacher``; the ``teacher
-    (pre-trained)`` before fine-tuning (``probing.pretrained_teacher``); each trained student
-    (``bilstm``) and, with ``probing.initialised_students``, the same student as initialised
-    before distillation (``set_seed(seed)``, teacher-embedding init, untrained LSTM — exactly
-    the start of :func:`kdnb.students.distill_bilstm`).
+    (pre-trained)`` before fine-tuning (``probing.pretrained_teacher``); each trained student —
+    ``bilstm`` (``bilstm.enabled``) and ``bert_student`` (``bert_student.enabled``; every layer
+    ``E, 1, …, L``, as Sučík 2020 probes both students) — and, with
+    ``probing.initialised_students``, the same student as initialised before distillation:
+    ``bilstm (initialised)`` (``set_seed(seed)``, teacher-embedding init, untrained LSTM —
+    exactly the start of :func:`kdnb.students.distill_bilstm`) and ``bert_student
+    (initialised)`` (``set_seed(seed)``, the teacher loaded, :func:`kdnb.bert_student.
+    build_bert_student` — exactly the start of its training: random layers, or the teacher's
+    first ``L`` layers with ``bert_student.init: teacher``).
 
-    No model is loaded here; each :class:`Encoder` loads its model on first use.
+    No model is loaded here; each :class:`Encoder` loads its model on first use, with the
+    caller's RNG states left as they were.
 
     Raises:
         StageInputError: no fine-tuned teacher (run notebook 03) or an enabled student has
@@ -525,14 +569,15 @@ def default_encoders(cfg: Config) -> dict[str, Encoder]:
     encoders: dict[str, Encoder] = {}
     encoders["teacher"] = bert_encoder(
         "teacher", "teacher", "fine-tuned", f"teacher:{t_key}", lambda: load_teacher(cfg),
-        _teacher_layers(cfg, n_layers, "the teacher"), pc.max_length, pc.batch_size, cfg.mixed_precision)
+        _teacher_layers(cfg, n_layers, "the teacher"), pc.max_length, pc.batch_size, cfg.mixed_precision, n_layers)
     if pc.pretrained_teacher:
         path = resolve_model_path(cfg.teacher.model_name_or_path)
         n_pre = AutoConfig.from_pretrained(path).num_hidden_layers
         encoders["teacher (pre-trained)"] = bert_encoder(
             "teacher (pre-trained)", "teacher", "pre-trained", f"pretrained:{cfg.teacher.model_name_or_path}",
             lambda: (AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)),
-            _teacher_layers(cfg, n_pre, "the pre-trained teacher"), pc.max_length, pc.batch_size, cfg.mixed_precision)
+            _teacher_layers(cfg, n_pre, "the pre-trained teacher"), pc.max_length, pc.batch_size, cfg.mixed_precision,
+            n_pre)
     if cfg.bilstm.enabled:
         sdir = cfg.out / "students" / "bilstm"
         sres = read_json(sdir / "result.json")
@@ -544,15 +589,11 @@ def default_encoders(cfg: Config) -> dict[str, Encoder]:
             from .data import task_spec
             from .students import build_bilstm
 
-            py_state, np_state = random.getstate(), np.random.get_state()
-            with torch.random.fork_rng(devices=[]):  # leave the caller's RNGs as they were
-                set_seed(cfg.seed)  # the same sequence as distill_bilstm: seed, load teacher, build
+            with _seeded(cfg.seed):  # the same sequence as distill_bilstm: seed, load teacher, build
                 teacher, tok = load_teacher(cfg)
                 # pair tasks: the siamese BiLSTM, whose encode() still embeds one sentence
                 model = build_bilstm(cfg.bilstm, teacher.config.num_labels, tok, teacher,
                                      pair=task_spec(cfg.task).pair)
-            random.setstate(py_state)
-            np.random.set_state(np_state)
             if trained:
                 model.load_state_dict(torch.load(sdir / "model.pt", map_location="cpu"))
             return model, tok
@@ -564,7 +605,47 @@ def default_encoders(cfg: Config) -> dict[str, Encoder]:
             encoders["bilstm (initialised)"] = bilstm_encoder(
                 "bilstm (initialised)", "bilstm", "initialised", init_key, lambda: load_bilstm(False),
                 pc.max_length, pc.batch_size)
+    if cfg.bert_student.enabled:
+        encoders.update(_bert_student_encoders(cfg, t_key))
     return encoders
+
+
+def _bert_student_encoders(cfg: Config, t_key: str) -> dict[str, Encoder]:
+    """``bert_student`` (trained, ``<out>/students/bert_student/model.pt``) and, with
+    ``probing.initialised_students``, ``bert_student (initialised)``; every layer ``E, 1, …, L``.
+
+    Raises:
+        StageInputError: the BERT student has not been trained.
+    """
+    from .bert_student import build_bert_student, load_bert_student, student_dir
+    from .teacher import load_teacher
+
+    pc, bc = cfg.probing, cfg.bert_student
+    bdir = student_dir(cfg, "bert_student")
+    bres = read_json(bdir / "result.json")
+    if not (bdir / "model.pt").is_file() or not bres:
+        raise StageInputError(f"{bdir / 'model.pt'}: no trained BERT student to probe; run notebooks/04_students "
+                              "first (or set bert_student.enabled: false).")
+
+    def load_bert(trained: bool):
+        with _seeded(cfg.seed):  # the same sequence as bert_student._train: seed, load teacher, build
+            teacher, tok = load_teacher(cfg)
+            if trained:
+                model = load_bert_student(cfg, "bert_student", teacher)
+            else:
+                model = build_bert_student(bc, teacher.config.num_labels, teacher)
+        return model.eval(), tok
+
+    n_trained = int(bres.get("sizes", {}).get("num_layers", bc.num_layers))
+    out = {"bert_student": bert_encoder(
+        "bert_student", "bert_student", "trained", f"bert_student:{bres['config_hash']}", lambda: load_bert(True),
+        list(range(n_trained + 1)), pc.max_length, pc.batch_size, cfg.mixed_precision, n_trained)}
+    if pc.initialised_students:
+        init_key = f"bert_student-init:{cfg.section_hash('seed', 'bert_student')}-{t_key}"
+        out["bert_student (initialised)"] = bert_encoder(
+            "bert_student (initialised)", "bert_student", "initialised", init_key, lambda: load_bert(False),
+            list(range(bc.num_layers + 1)), pc.max_length, pc.batch_size, cfg.mixed_precision, bc.num_layers)
+    return out
 
 
 def _slug(name: str) -> str:
@@ -853,7 +934,8 @@ class ProbingRun:
 
     Attributes:
         scores: one row per (model, layer, task): ``model, family, state, layer, depth``
-            (position of the layer within the model, 0 = first probed), ``task, kind``,
+            (position of the layer within the model, 0 = first probed), ``rel_depth`` (layer /
+            the model's depth: 0 = E, 1 = the last layer or the BiLSTM's final states), ``task, kind``,
             ``val_acc, test_acc`` (in %), ``hidden, dropout, epoch`` (the chosen probe), ``tr, va, te``.
         sizes: :func:`data_sizes` of the data used.
         warning: :func:`sample_warning` (None on the full data).
@@ -914,7 +996,7 @@ def run_probing(cfg: Config, encoders: Optional[dict[str, Encoder]] = None, forc
                     write_json(pdir / f"{tname}.json", {"key": key, "layers": done})
                 r = done[layer]
                 rows.append({"model": enc.name, "family": enc.family, "state": enc.state, "layer": layer,
-                             "depth": depth, "task": tname, "kind": PROBING_TASKS[tname].kind,
+                             "depth": depth, "rel_depth": round(enc.relative_depth(layer), 4), "task": tname, "kind": PROBING_TASKS[tname].kind,
                              "val_acc": round(100 * r["val_acc"], 2), "test_acc": round(100 * r["test_acc"], 2),
                              "hidden": r["hidden"], "dropout": r["dropout"], "epoch": r["epoch"],
                              **data.sizes()})
@@ -1026,11 +1108,27 @@ def plot_teacher_layers(scores: pd.DataFrame, sizes: pd.DataFrame, task_name: st
     return _finish(fig, axes, f"{task_name + ': ' if task_name else ''}probing the teacher's layers")
 
 
+def _last_layers(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of each model's deepest probed layer (the BERT student's ``L``; the BiLSTM's ``final``)."""
+    if not len(df):
+        return df
+    deepest = df.groupby("model")["depth"].transform("max")
+    return df[df["depth"] == deepest]
+
+
+def _who(df: pd.DataFrame, with_state: bool) -> pd.Series:
+    """Bar label: the model, and for multi-layer students the layer shown (``bert_student (layer 5)``)."""
+    multi = df.groupby("model")["layer"].transform(lambda l: l.iloc[0] != "final")
+    base = df["family"] + " · " + df["state"] if with_state else df["model"]
+    return base.where(~multi, base + " (layer " + df["layer"].astype(str) + ")")
+
+
 def plot_students_vs_teacher(scores: pd.DataFrame, sizes: pd.DataFrame, task_name: str = ""):
-    """Thesis figure "students vs teacher": per probing task, test accuracy (%) of the
-    fine-tuned teacher's last layer and of its best layer (chosen on ``va``,
-    :func:`best_layers`) and of each trained student, with the same baselines as
-    :func:`plot_teacher_layers`."""
+    """Thesis figure "students vs teacher" (Sučík 2020, probing figures; here with both
+    students): per probing task, test accuracy (%) of the fine-tuned teacher's last layer and of
+    its best layer (chosen on ``va``, :func:`best_layers`) and of each trained student's last
+    layer (the BiLSTM's final states, the BERT student's layer ``L``), with the same baselines
+    as :func:`plot_teacher_layers`. Every layer of every model: :func:`plot_layers_by_depth`."""
     import seaborn as sns
 
     rows = []
@@ -1041,8 +1139,8 @@ def plot_students_vs_teacher(scores: pd.DataFrame, sizes: pd.DataFrame, task_nam
         best = best_layers(teach, "teacher")
         best = teach.merge(best[["task", "layer"]], on=["task", "layer"])
         rows.append(best.assign(who="teacher (best layer on va)"))
-    studs = scores[(scores["family"] != "teacher") & (scores["state"] == "trained")]
-    rows.append(studs.assign(who=studs["model"]))
+    studs = _last_layers(scores[(scores["family"] != "teacher") & (scores["state"] == "trained")])
+    rows.append(studs.assign(who=_who(studs, False)))
     df = pd.concat(rows, ignore_index=True)
     tasks = [t for t in PROBING_TASKS if t in set(df["task"])]
     fig, axes = _task_grid(len(tasks))
@@ -1054,19 +1152,57 @@ def plot_students_vs_teacher(scores: pd.DataFrame, sizes: pd.DataFrame, task_nam
 
 
 def plot_students_init_vs_trained(scores: pd.DataFrame, sizes: pd.DataFrame, task_name: str = ""):
-    """Thesis figure "students initialised vs trained": per probing task, test accuracy (%) of
-    each student before distillation (initialised) and after (trained) — what KD added — with the
-    same baselines as :func:`plot_teacher_layers`."""
+    """Thesis figure "students initialised vs trained" (with both students): per probing task,
+    test accuracy (%) of each student's last layer before distillation (initialised) and after
+    (trained) — what KD added — with the same baselines as :func:`plot_teacher_layers`. The BERT
+    student's other layers, initialised and trained: :func:`plot_layers_by_depth`."""
     import seaborn as sns
 
     df = scores[(scores["family"] != "teacher") & scores["state"].isin(["initialised", "trained"])]
-    df = df.assign(who=df["family"] + " · " + df["state"])
+    df = _last_layers(df)
+    df = df.assign(who=_who(df, True))
     tasks = [t for t in PROBING_TASKS if t in set(df["task"])]
     fig, axes = _task_grid(max(1, len(tasks)))
-    order = sorted(set(df["who"]), key=lambda w: (w.split(" · ")[0], w.endswith("trained")))
+    order = sorted(set(df["who"]), key=lambda w: (w.split(" · ")[0], "· trained" in w))
     for ax, t in zip(axes, tasks):
         sns.barplot(df[df["task"] == t], x="who", y="test_acc", hue="who", order=order, hue_order=order, ax=ax,
                     legend=True)
         _baseline_lines(ax, sizes, t)
         ax.set(title=t, xlabel="", ylabel="test accuracy (%)", ylim=(0, 102), xticks=[])
     return _finish(fig, axes, f"{task_name + ': ' if task_name else ''}students before (initialised) and after KD")
+
+
+def plot_layers_by_depth(scores: pd.DataFrame, sizes: pd.DataFrame, task_name: str = "",
+                         states: Sequence[str] = ("fine-tuned", "pre-trained", "trained", "initialised")):
+    """Every probed layer of every model by relative depth — the teacher's (E, 1, …, N), the
+    BERT student's (E, 1, …, L) and the BiLSTM's final states (at depth 1) — one panel per
+    probing task, test accuracy (%); colour: the model family, line style: its state (solid:
+    fine-tuned / trained, dashed: pre-trained / initialised). Where the knowledge sits in each
+    architecture and what distillation moved (Sučík 2020 asks both for the two students).
+
+    Args:
+        scores: :attr:`ProbingRun.scores` (needs ``rel_depth``).
+        states: the states drawn.
+
+    Returns:
+        The matplotlib figure.
+    """
+    import seaborn as sns
+
+    df = scores[scores["state"].isin(list(states))].copy()
+    if "rel_depth" not in df:
+        df["rel_depth"] = df.groupby("model")["depth"].transform(lambda d: d / max(d.max(), 1))
+    df["state kind"] = df["state"].map(lambda st: "before KD / fine-tuning" if st in ("pre-trained", "initialised")
+                                       else "after")
+    tasks = [t for t in PROBING_TASKS if t in set(df["task"])]
+    fig, axes = _task_grid(max(1, len(tasks)))
+    families = list(dict.fromkeys(df.sort_values("family", key=lambda f: f != "teacher")["family"]))
+    for ax, t in zip(axes, tasks):
+        sub = df[df["task"] == t].sort_values(["model", "rel_depth"])
+        sns.lineplot(sub, x="rel_depth", y="test_acc", hue="family", hue_order=families, style="state kind",
+                     style_order=["after", "before KD / fine-tuning"], units="model", estimator=None, marker="o",
+                     ax=ax)
+        _baseline_lines(ax, sizes, t)
+        ax.set(title=t, xlabel="relative depth (E = 0, last layer = 1)", ylabel="test accuracy (%)",
+               ylim=(0, 102), xlim=(-0.05, 1.05))
+    return _finish(fig, axes, f"{task_name + ': ' if task_name else ''}every layer of the teacher and the students")

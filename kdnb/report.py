@@ -18,41 +18,67 @@ from .config import Config
 from .data import task_spec
 from .utils import atomic_path, read_json, write_json
 
-# Sučík (2020), "Teacher-student knowledge distillation from BERT for sentence classifiers"
-# (MInf report, University of Edinburgh; repository samsucik/knowledge-distil-bert). Scores in %
-# (CoLA MCC, SST-2 accuracy, Sara micro-F1); "params_m": millions of parameters as the thesis
-# counts them — BERT-large teacher: all 340M; students: trainable non-embedding parameters.
-# Sources, each number checked there:
-#   [T]  teacher dev/test: ../shared/data/README.md ("Reference results on these splits").
-#   [S]  student dev scores: experiments/analysis/General plotting.ipynb, dict `best_model_scores`
-#        (commit e1919afc15d0ef0f559c67f10559d12faea9d85f), the data of the thesis figure
-#        "Evaluation-set scores of the teacher and the best students"; Sara's 87.1 / 86.5 are also
-#        in the text (latex/s1513472-minf2.tex, commit 23aee7862d995261a6539cc9b988a6aa57f0e1e3,
-#        §"Choosing student size": Sara), CoLA's "best evaluation score of ~45" likewise.
-#   [Z]  student sizes: latex/s1513472-minf2.tex (same commit), Table "Configuration for the best
-#        students on each task" (tab:best-students); 340M teacher and "2.41M, 140x smaller" BiLSTM
-#        in §"BiLSTM student model", 2.42M BERT student (L=5, d_h=204, d_I=750, A=3) in §"BERT
-#        student model".
-# The thesis draft states no test-set scores for the students: those stay None.
-THESIS_SOURCE = ("Sučík (2020), MInf report 'Teacher-student knowledge distillation from BERT for sentence "
-                 "classifiers', github.com/samsucik/knowledge-distil-bert")
-THESIS_REFERENCE: dict[str, dict[str, dict[str, Optional[float]]]] = {
+# Sučík (2020), "Learning small sentence classifiers from BERT using teacher-student knowledge
+# distillation" (MInf Project (Part 2) Report, University of Edinburgh; repository
+# samsucik/knowledge-distil-bert). Scores in % (CoLA MCC, SST-2 accuracy, Sara micro-F1);
+# "params_m": millions of parameters as the thesis counts them — BERT-large teacher: all 340M;
+# students: trainable non-embedding parameters. Every number names the version of the thesis it
+# comes from (THESIS_VERSIONS):
+#   [T]  teacher dev/test: ../shared/data/README.md ("Reference results on these splits"), the
+#        published report's numbers.
+#   [S]  student dev scores: the repository's draft analysis, experiments/analysis/General
+#        plotting.ipynb, dict `best_model_scores` (commit e1919afc15d0ef0f559c67f10559d12faea9d85f),
+#        the data of the figure "Evaluation-set scores of the teacher and the best students";
+#        Sara's 87.1 / 86.5 are also in the draft text (latex/s1513472-minf2.tex, commit
+#        23aee7862d995261a6539cc9b988a6aa57f0e1e3, §"Choosing student size": Sara).
+#   [P]  student test scores: the published report's final test-set results (BERT student /
+#        BiLSTM: CoLA 29.8 / 27.9, SST-2 87.8 / 92.2, Sara 86.4 / 86.4), as transcribed in
+#        kdnb issue 18; the draft (commit 23aee786) has none.
+#   [Z]  student types and sizes: latex/s1513472-minf2.tex (commit 23aee786), Table "Configuration
+#        for the best students on each task" (tab:best-students); 340M teacher and "2.41M, 140x
+#        smaller" BiLSTM in §"BiLSTM student model", 2.42M BERT student (L=5, d_h=204, d_I=750,
+#        A=3) in §"BERT student model". On CoLA the best students were scaled up: the BERT
+#        student 4× wider (W=4, D=1: 76.4M), the BiLSTM 2× wider and 2× deeper (W=2, D=2: 15.4M).
+THESIS_TITLE = "Learning small sentence classifiers from BERT using teacher-student knowledge distillation"
+THESIS_SOURCE = (f"Sučík (2020), '{THESIS_TITLE}', MInf Project (Part 2) Report, University of Edinburgh; "
+                 "github.com/samsucik/knowledge-distil-bert")
+THESIS_VERSIONS = {
+    "T": "published report (via ../shared/data/README.md)",
+    "S": "draft analysis, repo commit e1919afc (General plotting.ipynb)",
+    "P": "published report (final test-set results)",
+    "Z": "draft report, repo commit 23aee786 (tab:best-students)",
+}
+"""Which version of the thesis each kind of number comes from (see the source notes above)."""
+_BERT_BASE, _BILSTM_BASE = "BERT student L=5 H=204 I=750 A=3", "BiLSTM 1×300 per direction, FC 400"
+THESIS_REFERENCE: dict[str, dict[str, dict]] = {
     "cola": {
-        "teacher": {"dev": 59.9, "test": 54.6, "params_m": 340.0},          # [T] [Z]
-        "bert_student": {"dev": 45.0, "test": None, "params_m": 76.4},     # [S] [Z] W=4, D=1
-        "bilstm": {"dev": 44.2, "test": None, "params_m": 15.4},           # [S] [Z] W=2, D=2
+        "teacher": {"dev": 59.9, "test": 54.6, "params_m": 340.0, "type": "teacher", "model": "BERT-large, fine-tuned",
+                    "dev_version": "T", "test_version": "T"},
+        "bert_student": {"dev": 45.0, "test": 29.8, "params_m": 76.4, "type": "bert_student",
+                         "model": f"{_BERT_BASE}, ×4 wider (W=4, D=1)", "dev_version": "S", "test_version": "P"},
+        "bilstm": {"dev": 44.2, "test": 27.9, "params_m": 15.4, "type": "bilstm",
+                   "model": f"{_BILSTM_BASE}, ×2 wider, ×2 deeper (W=2, D=2)", "dev_version": "S", "test_version": "P"},
     },
     "sst2": {
-        "teacher": {"dev": 91.5, "test": 93.1, "params_m": 340.0},          # [T] [Z]
-        "bert_student": {"dev": 89.3, "test": None, "params_m": 2.4},      # [S] [Z]
-        "bilstm": {"dev": 91.2, "test": None, "params_m": 2.4},            # [S] [Z]
+        "teacher": {"dev": 91.5, "test": 93.1, "params_m": 340.0, "type": "teacher", "model": "BERT-large, fine-tuned",
+                    "dev_version": "T", "test_version": "T"},
+        "bert_student": {"dev": 89.3, "test": 87.8, "params_m": 2.4, "type": "bert_student", "model": _BERT_BASE,
+                         "dev_version": "S", "test_version": "P"},
+        "bilstm": {"dev": 91.2, "test": 92.2, "params_m": 2.4, "type": "bilstm", "model": _BILSTM_BASE,
+                   "dev_version": "S", "test_version": "P"},
     },
     "sara": {
-        "teacher": {"dev": 87.5, "test": 88.3, "params_m": 340.0},          # [T] [Z]
-        "bert_student": {"dev": 87.1, "test": None, "params_m": 2.4},      # [S] [Z]
-        "bilstm": {"dev": 86.5, "test": None, "params_m": 2.4},            # [S] [Z]
+        "teacher": {"dev": 87.5, "test": 88.3, "params_m": 340.0, "type": "teacher", "model": "BERT-large, fine-tuned",
+                    "dev_version": "T", "test_version": "T"},
+        "bert_student": {"dev": 87.1, "test": 86.4, "params_m": 2.4, "type": "bert_student", "model": _BERT_BASE,
+                         "dev_version": "S", "test_version": "P"},
+        "bilstm": {"dev": 86.5, "test": 86.4, "params_m": 2.4, "type": "bilstm", "model": _BILSTM_BASE,
+                   "dev_version": "S", "test_version": "P"},
     },
 }
+"""Per task, the thesis' teacher and best students: ``dev``, ``test`` (%), ``params_m`` (M, the
+thesis' count), ``type`` (``teacher`` | ``bert_student`` | ``bilstm``), ``model`` (architecture
+and size), ``dev_version`` / ``test_version`` (keys of :data:`THESIS_VERSIONS`)."""
 THESIS_MODEL_ALIASES = {"bert": "bert_student", "bert_s": "bert_student", "bilstm_student": "bilstm"}
 """Names kdnb may record a model under → the key of :data:`THESIS_REFERENCE`."""
 
@@ -69,9 +95,11 @@ THESIS_RUNTIMES: dict[str, dict[str, str]] = {
 }
 
 
-def thesis_reference(task: str, model: str) -> dict[str, Optional[float]]:
-    """The thesis' numbers for ``model`` on ``task`` (``{}`` where it reports none); student
-    names such as ``bilstm_kl`` or ``bert`` are matched by their prefix or alias."""
+def thesis_reference(task: str, model: str) -> dict:
+    """The thesis' row of the same model type as ``model`` on ``task`` (``{}`` where it has
+    none): ``teacher`` ↔ its teacher, ``bilstm*`` ↔ its BiLSTM, ``bert*`` ↔ its BERT student
+    (names such as ``bilstm_kl`` or ``bert`` are matched by their prefix or alias). Other
+    models (e.g. ``peakd-*``, a pre-trained teacher) get ``{}``."""
     ref = THESIS_REFERENCE.get(task, {})
     key = THESIS_MODEL_ALIASES.get(model, model)
     if key in ref:
@@ -158,17 +186,28 @@ def record_stage(cfg: Config, stage: str, seconds: float, reused: bool = False) 
 
 
 def results_table(cfg: Config) -> pd.DataFrame:
-    """One row per model: parameters; dev score of the kept (best dev) checkpoint and of the
-    last evaluation, the kept checkpoint's epoch; test score (labelled test sets, kept
-    checkpoint); retention (kept student dev / kept teacher dev); with several seeds their mean
-    and sample std of dev, test and retention and their number; the thesis' reference numbers
-    where it reports that model. Scores in %."""
+    """One row per model of this run, beside the thesis' row of the *same student type*
+    (teacher ↔ teacher, BiLSTM ↔ BiLSTM, BERT student ↔ BERT student; :func:`thesis_reference`).
+
+    Columns: ``model``, ``parameters (M)`` (all), ``dev <metric> (%)`` of the kept (best dev)
+    checkpoint, ``dev <metric>, last epoch (%)`` and ``best epoch`` (the kept checkpoint's),
+    ``test <metric> (%)`` (labelled test sets, kept checkpoint), ``retention (%)`` (kept student
+    dev / kept teacher dev); ``seeds`` and, with several, the mean and sample std over them of
+    dev, test and retention; ``non-embedding parameters (M)`` (where recorded: the thesis' way of
+    counting students); then the thesis' row: ``thesis model`` (type and size), ``thesis dev
+    (%)``, ``thesis test (%)``, ``thesis parameters (M)``, ``size vs thesis`` (ours / thesis,
+    non-embedding for students, all for the teacher: how far apart the sizes are), and
+    ``thesis version`` (which version of the thesis the dev and test numbers come from,
+    :data:`THESIS_VERSIONS`). Models the thesis has no counterpart for have empty thesis cells.
+    """
     m = load_metrics(cfg)
     label = task_spec(cfg.task).metric_label
     rows = []
     for name, e in m["models"].items():
         r = thesis_reference(cfg.task, name)
         seeds = e.get("seeds") or {}
+        non_emb = e.get("n_params_non_embedding")
+        ours_m = (e["n_params"] if r.get("type") == "teacher" else non_emb)
         rows.append({
             "model": name,
             "parameters (M)": round(e["n_params"] / 1e6, 2),
@@ -184,11 +223,22 @@ def results_table(cfg: Config) -> pd.DataFrame:
             f"test {label} std (%)": _pct(seeds.get("test_std")),
             "retention mean (%)": _pct(seeds.get("retention_mean")),
             "retention std (%)": _pct(seeds.get("retention_std")),
+            "non-embedding parameters (M)": round(non_emb / 1e6, 2) if non_emb else None,
+            "thesis model": r.get("model"),
             "thesis dev (%)": r.get("dev"),
             "thesis test (%)": r.get("test"),
             "thesis parameters (M)": r.get("params_m"),
+            "size vs thesis": (f"{ours_m / 1e6 / r['params_m']:.2g}×" if r.get("params_m") and ours_m else None),
+            "thesis version": _versions(r),
         })
     return pd.DataFrame(rows)
+
+
+def _versions(r: dict) -> Optional[str]:
+    """``dev: <version>; test: <version>`` for a :data:`THESIS_REFERENCE` row (None if empty)."""
+    if not r:
+        return None
+    return f"dev: {THESIS_VERSIONS[r['dev_version']]}; test: {THESIS_VERSIONS[r['test_version']]}"
 
 
 def _pct(x: Optional[float]) -> Optional[float]:
@@ -214,10 +264,14 @@ def save_figure(cfg: Config, fig, name: str) -> Path:
 
 def thesis_table(task: str) -> pd.DataFrame:
     """The thesis' final numbers for ``task`` (:data:`THESIS_REFERENCE`): one row per model with
-    dev and test score (%) and size (M parameters; students: non-embedding)."""
-    rows = [{"model": name, "thesis dev (%)": r.get("dev"), "thesis test (%)": r.get("test"),
-             "thesis parameters (M)": r.get("params_m")} for name, r in THESIS_REFERENCE.get(task, {}).items()]
-    return pd.DataFrame(rows, columns=["model", "thesis dev (%)", "thesis test (%)", "thesis parameters (M)"])
+    its type and size, dev and test score (%), size (M parameters; students: non-embedding) and
+    the version of the thesis each score comes from."""
+    cols = ["model", "thesis model", "thesis dev (%)", "thesis test (%)", "thesis parameters (M)", "dev from",
+            "test from"]
+    rows = [{"model": name, "thesis model": r["model"], "thesis dev (%)": r.get("dev"), "thesis test (%)": r.get("test"),
+             "thesis parameters (M)": r.get("params_m"), "dev from": THESIS_VERSIONS[r["dev_version"]],
+             "test from": THESIS_VERSIONS[r["test_version"]]} for name, r in THESIS_REFERENCE.get(task, {}).items()]
+    return pd.DataFrame(rows, columns=cols)
 
 
 # ---- runtimes -------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@
 # # 02 · Augmentation
 #
 # A small student learns the teacher's function only where it sees the teacher's outputs, so
-# distillation needs many more sentences than a GLUE training set holds (Tang et al. 2019:
+# distillation needs many more sentences than a GLUE training set holds (Tang, Lu & Lin 2019, Table 1:
 # a BiLSTM distilled on CoLA alone reaches MCC 0.0; 27.5 with rule-based augmentation, 40.0
 # with GPT-2 samples; Sučík 2020: 44.2 dev with 800k GPT-2 sentences). This notebook makes the
 # **unlabelled** sentences; notebook 03 labels the chosen transfer set (`augment.transfer_set`:

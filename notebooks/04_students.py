@@ -64,8 +64,8 @@ if cfg.bilstm.enabled:
 # %% [markdown]
 # ## Augmentation ablation: the BiLSTM on each transfer set
 #
-# With `augment.ablation: true`, one BiLSTM per set of `augment.ablation_sets` (Tang et al.
-# 2019, Table 3: CoLA MCC 0.0 without augmentation, 27.5 with rules, 40.0 with GPT-2 samples).
+# With `augment.ablation: true`, one BiLSTM per set of `augment.ablation_sets` (Tang, Lu & Lin
+# 2019, Table 1: CoLA MCC 0.0 without augmentation, 27.5 with rules, 40.0 with GPT-2 samples).
 # `augment.ablation_budget`: `equal_epochs` trains each for `bilstm.epochs`; `equal_steps` gives
 # each the number of examples the training set alone sees in `bilstm.epochs` (same compute).
 
@@ -173,14 +173,19 @@ if cfg.kd_ablation.enabled:
 # %% [markdown]
 # ## Pea-KD: Shuffled Parameter Sharing and Pretraining with Teacher's Predictions
 #
-# With `peakd.enabled` (`PROFILE=peakd`), Cho & Kang (2020): each student is the teacher's
-# first `k` layers (`peakd.layers`); **SPS** appends `k` layers that share the lower layers'
-# parameters with query and key swapped (a 6-layer student: its top 3), doubling the depth at
-# no parameter cost; **PTP** first trains the student to predict whether the teacher is
-# confidently/unconfidently correct/wrong (threshold `peakd.ptp_threshold` on its softmax
-# confidence). Then KD with (1 − α) CE + α KL·T² + β MSE of the normalised [CLS] states
-# (`kdnb.peakd`). Every variant of `peakd.variants` trains on the same transfer set with the
-# same seeds (`peakd.seeds`); the table is written to `outputs/<task>/peakd.csv`.
+# With `peakd.enabled` (`PROFILE=peakd`), Cho & Kang (2020): each student is the first `k`
+# layers (`peakd.layers`) of the *pre-trained* model the teacher was fine-tuned from
+# (`peakd.init: pretrained`, as the paper and PKD; `teacher`: the fine-tuned teacher's);
+# **SPS** appends `k` layers that share the lower layers' parameters with query and key
+# swapped (a 6-layer student: its top 3), doubling the depth at no parameter cost; **PTP**
+# first trains the student to predict whether the teacher is confidently/unconfidently
+# correct/wrong (one threshold `peakd.ptp_threshold` on its softmax confidence) until
+# convergence: early stopping when the accuracy on the dev set's PTP labels has not improved
+# for `peakd.ptp_patience` epochs (at most `peakd.ptp_epochs`). Then KD with (1 − α) CE +
+# α KL·T² + β MSE of the normalised [CLS] states (`kdnb.peakd`). Every variant of
+# `peakd.variants` trains on the same transfer set with the same seeds (`peakd.seeds`: 3 in
+# the `peakd` profile; the table gives mean ± std); the table is
+# written to `outputs/<task>/peakd.csv`.
 
 # %%
 if cfg.peakd.enabled:
@@ -193,9 +198,10 @@ if cfg.peakd.enabled:
     report.save_table(cfg, pea.table, "peakd")
     pc = cfg.peakd
     print(f"KD: (1 - {pc.alpha}) CE + {pc.alpha} KL·T² (T = {pc.temperature}) + {pc.beta} · MSE(normalised [CLS]); "
-          f"{pc.epochs} epochs (PTP: {pc.ptp_epochs}), AdamW lr {pc.learning_rate}, batch {pc.batch_size}; "
+          f"{pc.epochs} epochs (PTP: until the dev PTP accuracy stalls {pc.ptp_patience} epochs, at most "
+          f"{pc.ptp_epochs}), init {pc.init}, AdamW lr {pc.learning_rate}, batch {pc.batch_size}; "
           f"teacher dev {metric} {100 * pea.teacher_dev:.1f} %")
     for r in pea.runs:
         if r.ptp_counts:
-            print(f"{r.name}: PTP labels on the transfer set: {r.ptp_counts}")
+            print(f"{r.name}: PTP labels on the transfer set: {r.ptp_counts}; PTP ran {r.ptp_epochs} epoch(s)")
     print(pea.table.to_string(index=False))

@@ -14,8 +14,12 @@
 # What do the teacher's layers and the students know about a sentence? The 10 SentEval probing
 # tasks of Conneau et al. (2018), as in Sučík (2020): `kdnb.probing` averages each
 # BERT layer over the tokens (E = the embedding layer; for BERT-large the thesis plots E, 1, 6,
-# 12, 18, 24, and the same spread is used for other depths), takes the BiLSTM student's final
-# states, and trains the thesis' probe on each: an MLP with one sigmoid hidden layer, Adam
+# 12, 18, 24, and the same spread is used for other depths), averages the BERT student's
+# embedding output and every one of its layers E, 1…L (where `bert_student.enabled`), takes the
+# BiLSTM student's final states, and trains the thesis' probe on each. Both students are probed
+# trained and as initialised before distillation (`probing.initialised_students`), as the
+# thesis asks how the student's architecture changes what is distilled and where it is stored.
+# The probe: an MLP with one sigmoid hidden layer, Adam
 # (lr 1e-3), batch 64, early stopping on `va`, a grid over width × dropout chosen on `va`;
 # only the chosen probe is scored on `te`. Baselines: the majority class of the data, and the
 # published human and best-encoder numbers of Conneau et al. (2018, Table 2).
@@ -100,6 +104,10 @@ if run is not None:
 # %%
 if run is not None:
     print(probing.best_layers(run.scores, "teacher").to_string(index=False))
+    for student in ("bert_student", "bert_student (initialised)"):
+        if (run.scores["model"] == student).any():
+            print(f"\n{student}: best layer per task (chosen on va)")
+            print(probing.best_layers(run.scores, student).to_string(index=False))
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -126,3 +134,13 @@ if run is not None:
 if run is not None and (run.scores["state"] == "initialised").any():
     fig = probing.plot_students_init_vs_trained(run.scores, run.sizes, cfg.task)
     report.save_figure(cfg, fig, "probing_students_init_vs_trained")
+
+# %% [markdown]
+# Every layer of every model by relative depth (E = 0, last layer = 1; the BiLSTM's final states
+# at 1): the teacher's, the BERT student's and the BiLSTM's, solid after fine-tuning or
+# distillation, dashed before.
+
+# %%
+if run is not None:
+    fig = probing.plot_layers_by_depth(run.scores, run.sizes, cfg.task)
+    report.save_figure(cfg, fig, "probing_layers_by_depth")

@@ -53,8 +53,10 @@ print(results.dropna(axis=1, how="all").to_string(index=False))
 # %% [markdown]
 # The thesis' final numbers (Sučík 2020; sources cited in `kdnb.report.THESIS_REFERENCE`): its
 # teacher is BERT-large (340M parameters), its students are sized in trainable non-embedding
-# parameters; on CoLA its best students were scaled up (BERT student 76.4M, BiLSTM 15.4M). The
-# thesis draft gives no test scores for the students.
+# parameters; on CoLA its best students were scaled up (BERT student 76.4M, BiLSTM 15.4M). Each
+# of our rows above sits beside the thesis' row of the same student type, with the ratio of the
+# sizes; the columns `dev from` / `test from` say which version of the thesis each number comes
+# from (the students' test scores are the published report's; the draft has none).
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -89,7 +91,9 @@ if students:
 # As in the thesis' analysis of the models' predictions: each model's *confidence* on an
 # example is its softmax maximum. We compare the confidences of every pair of models
 # (Pearson's r), the average confidence on correct and incorrect predictions, how much the
-# models' mistakes and hits overlap, and which true classes the mistakes fall in.
+# models' mistakes and hits overlap, and which true classes the mistakes fall in. The overlap is
+# the thesis' measure: cell (row 1, column 2) is the share of model 1's mistakes (hits) that
+# model 2 also makes, so the matrix is not symmetric (`measure="jaccard"` gives Jaccard instead).
 
 # %%
 from kdnb import analysis
@@ -99,9 +103,9 @@ names = analysis.label_names(cfg)
 conf = analysis.confidences(preds)
 corr = analysis.confidence_correlation(conf)
 by_outcome = analysis.confidence_by_outcome(conf)
-overlap = analysis.overlap_matrix(preds, "mistakes", "jaccard")
+overlap = analysis.overlap_matrix(preds, "mistakes", "share")
 overlap_counts = analysis.overlap_matrix(preds, "mistakes", "count")
-hits = analysis.overlap_matrix(preds, "hits", "jaccard")
+hits = analysis.overlap_matrix(preds, "hits", "share")
 mistakes = analysis.mistake_classes(preds, names)
 report.save_table(cfg, corr.reset_index(), "confidence_correlation")
 report.save_table(cfg, by_outcome, "confidence_by_outcome")
@@ -127,11 +131,11 @@ fig = figures.plot_average_confidence(by_outcome, cfg.task)
 report.save_figure(cfg, fig, "average_confidence")
 
 # %%
-fig = figures.plot_overlap(overlap, cfg.task, "mistakes")
+fig = figures.plot_overlap(overlap, cfg.task, "mistakes", "share")
 report.save_figure(cfg, fig, "mistakes_overlap")
 
 # %%
-fig = figures.plot_overlap(hits, cfg.task, "hits")
+fig = figures.plot_overlap(hits, cfg.task, "hits", "share")
 report.save_figure(cfg, fig, "hits_overlap")
 
 # %% [markdown]
@@ -199,6 +203,24 @@ if len(trials):
     fig = figures.plot_size_map(trials, m["x"], m["y"], "best dev (%)", cfg.task, f"best dev {metric} {m['title']}")
     size_map_png = report.save_figure(cfg, fig, "bilstm_size_map")
 size_map_png
+
+# %% [markdown]
+# ## Embedding type × mode of the BiLSTM student
+#
+# As the thesis' exploration (after Tang et al. 2019 and Kim 2014): word2vec vectors (trained
+# with gensim on the transfer set, or `bilstm.word2vec.path`) vs the teacher's WordPiece
+# embeddings, each static, non-static and multichannel, each BiLSTM distilled for
+# `analysis.optuna_epochs` epochs. Runs when `analysis.explore_embeddings` (the `explore`
+# profile); the students are kept under `outputs/<task>/explore/` and reused.
+
+# %%
+emb_table = analysis.embedding_exploration(cfg)  # empty unless analysis.explore_embeddings
+emb_png = None
+if len(emb_table):
+    report.save_table(cfg, emb_table, "embedding_exploration")
+    print(emb_table.drop(columns=["best dev", "final dev"]).to_string(index=False))
+    emb_png = report.save_figure(cfg, figures.plot_embedding_modes(emb_table, cfg.task), "bilstm_embedding_modes")
+emb_png
 
 # %% [markdown]
 # ## BERT student size map (optuna)

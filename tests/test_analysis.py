@@ -100,6 +100,10 @@ def test_overlap_of_mistakes_and_hits(three_models):
     assert jac.loc["bert", "teacher"] == 0.0
     share = analysis.overlap_matrix(preds, "mistakes", "share")
     assert share.loc["teacher", "bilstm"] == 1.0 and share.loc["bilstm", "teacher"] == pytest.approx(2 / 3)
+    default = analysis.overlap_matrix(preds, "mistakes")  # the thesis' measure by default
+    pd.testing.assert_frame_equal(default, share)
+    assert default.loc["teacher", "bilstm"] != default.loc["bilstm", "teacher"]  # asymmetric
+    assert np.allclose(np.diag(default.to_numpy()), 1.0)
     hits = analysis.overlap_matrix(preds, "hits", "count")
     assert hits.loc["teacher", "bilstm"] == 5  # both right on 0, 1, 4, 5, 6
     with pytest.raises(ValueError):
@@ -166,14 +170,23 @@ def test_analysis_figures(three_models):
     fig = figures.plot_average_confidence(analysis.confidence_by_outcome(conf), "cola")
     assert len(fig.axes[0].patches) >= 6 and "confidence" in fig.axes[0].get_ylabel()
     fig = figures.plot_overlap(analysis.overlap_matrix(preds), "cola", "mistakes")
-    assert "mistakes" in fig.axes[0].get_title()
+    assert "mistakes" in fig.axes[0].get_title() and "model 1" in fig.axes[0].get_ylabel()
     df = pd.DataFrame({"width": [0.5, 1, 0.5, 1], "emb": ["a", "a", "b", "b"], "score": [1, 2, 3, 4.0]})
     fig = figures.plot_size_map(df, "width", "emb", "score", "cola", "map")
     assert fig.axes[0].get_xlabel() == "width"
 
 
 def test_thesis_reference_and_results_table(smoke_cfg):
-    assert report.thesis_reference("sara", "teacher") == {"dev": 87.5, "test": 88.3, "params_m": 340.0}
+    sara = report.thesis_reference("sara", "teacher")
+    assert (sara["dev"], sara["test"], sara["params_m"], sara["type"]) == (87.5, 88.3, 340.0, "teacher")
+    # the thesis' test scores (published version), BERT student / BiLSTM / teacher
+    for task, bert, bilstm, teacher in (("cola", 29.8, 27.9, 54.6), ("sst2", 87.8, 92.2, 93.1),
+                                        ("sara", 86.4, 86.4, 88.3)):
+        assert report.thesis_reference(task, "bert_student")["test"] == bert
+        assert report.thesis_reference(task, "bilstm")["test"] == bilstm
+        assert report.thesis_reference(task, "teacher")["test"] == teacher
+        for r in report.THESIS_REFERENCE[task].values():
+            assert r["dev_version"] in report.THESIS_VERSIONS and r["test_version"] in report.THESIS_VERSIONS
     assert report.thesis_reference("sst2", "bilstm_kl")["dev"] == 91.2
     assert report.thesis_reference("cola", "bert")["params_m"] == 76.4
     assert report.thesis_reference("rte", "teacher") == {}
@@ -183,8 +196,16 @@ def test_thesis_reference_and_results_table(smoke_cfg):
         assert (t["thesis dev (%)"] <= t.loc[0, "thesis dev (%)"]).all()  # no student beats its teacher
     report.record_model(smoke_cfg, "teacher", n_params=22_000_000, dev=0.5)
     report.record_model(smoke_cfg, "bilstm", n_params=2_000_000, dev=0.4)
+    report.record_model(smoke_cfg, "bert_student", n_params=17_600_000, dev=0.45, n_params_non_embedding=5_500_000)
+    report.record_model(smoke_cfg, "peakd-1L-kd-s42", n_params=10_000_000, dev=0.3)
     res = report.results_table(smoke_cfg).set_index("model")
     assert res.loc["bilstm", "thesis dev (%)"] == 44.2 and res.loc["bilstm", "retention (%)"] == 80.0
+    # like with like: each row beside the thesis' row of the same student type, sizes compared
+    assert "BiLSTM" in res.loc["bilstm", "thesis model"] and "BERT student" in res.loc["bert_student", "thesis model"]
+    assert res.loc["bert_student", "thesis test (%)"] == 29.8 and res.loc["bilstm", "thesis test (%)"] == 27.9
+    assert res.loc["bert_student", "size vs thesis"] == f"{5.5 / 76.4:.2g}×"
+    assert "published report" in res.loc["bert_student", "thesis version"]
+    assert pd.isna(res.loc["peakd-1L-kd-s42", "thesis model"])  # no counterpart in the thesis
 
 
 def test_runtimes_table(smoke_cfg):
@@ -281,6 +302,33 @@ def test_optuna_exploration_is_resumable(tmp_path):
     assert set(table["width"]) <= set(analysis.WIDTHS)
     assert table["best dev"].is_monotonic_decreasing
     assert {"learning_rate", "batch_size", "embedding", "embedding_mode", "parameters (M)"} <= set(table.columns)
+
+
+def test_embedding_type_by_mode_exploration_is_resumable(tmp_path):
+    # the thesis' BiLSTM embedding exploration: word2vec (gensim, trained on the transfer set) vs
+    # the teacher's WordPiece embeddings × Kim's (2014) modes
+    cfg, transfer, dsd = _optuna_stand_in(tmp_path, **{"bilstm.batch_size": 16, "bilstm.word2vec.vector_size": 16,
+                                                       "bilstm.word2vec.epochs": 1})
+    modes = ("static", "multichannel")
+    table = analysis.explore_embeddings(cfg, transfer, dsd, modes=modes, epochs=1)
+    assert list(zip(table["embedding"], table["mode"])) == [(e, m) for e in analysis.EMBEDDINGS for m in modes]
+    assert table["best dev"].between(-1, 1).all() and (table["best dev"] >= table["final dev"] - 1e-9).all()
+    size = table.set_index(["embedding", "mode"])["parameters"]
+    assert size[("word2vec", "static")] < size[("teacher_wordpiece", "static")]  # a word vocabulary, 16-d
+    assert size[("word2vec", "multichannel")] > size[("word2vec", "static")]      # the second, trained copy
+    for e in analysis.EMBEDDINGS:
+        assert (cfg.out / "explore" / f"embeddings-{e}-static" / "result.json").is_file()
+    assert not (cfg.out / "students" / "bilstm").exists()
+    again = analysis.explore_embeddings(cfg, transfer, dsd, modes=modes, epochs=1)  # resumed: all reused
+    pd.testing.assert_frame_equal(again, table)
+    with pytest.raises(ConfigError, match="explore_embeddings"):
+        analysis.explore_embeddings(cfg, transfer, dsd, modes=("frozen",))
+    fig = figures.plot_embedding_modes(table.assign(**{"best dev (%)": 100 * table["best dev"]}), "cola")
+    assert len(fig.axes[0].patches) >= 4
+    explore = {t: load_config(t, "explore") for t in ("cola", "sst2")}
+    assert all(c.analysis.explore_embeddings and c.analysis.optuna_trials > 0 and c.analysis.optuna_bert_trials > 0
+               for c in explore.values())
+    assert not load_config("cola", "cpu").analysis.explore_embeddings
 
 
 def _optuna_stand_in(tmp_path, **overrides):

@@ -272,6 +272,15 @@ def test_objectives_use_the_teacher_internals(tokenizer):
     assert late.item() == pytest.approx(B.make_objective(cfg_s, None)(ag_model, batch).item(), rel=1e-6)
 
 
+def test_aguilar_rows_are_labelled_by_the_schedule_that_ran():
+    stacked = load_config("cola", "kdzoo")
+    assert stacked.kd_ablation.aguilar_schedule == "stacked"  # what the params run
+    assert "stacked (SID)" in B.method_label("aguilar", stacked) and "progressive" not in B.method_label("aguilar", stacked)
+    prog = load_config("cola", "kdzoo", overrides={"kd_ablation.aguilar_schedule": "progressive"})
+    assert "progressive (PID)" in B.method_label("aguilar", prog)
+    assert B.method_label("kl", prog) == B.METHODS["kl"]
+
+
 # ---- configuration ----------------------------------------------------------------------------
 @pytest.mark.parametrize("over, msg", [
     ({"bert_student.hidden_size": 100, "bert_student.num_heads": 3}, "multiple of bert_student.num_heads"),

@@ -20,8 +20,9 @@ def test_thesis_settings_and_profile_merge():
     assert load_config("sara", "thesis").teacher.epochs == 10
     cpu = load_config("cola", "cpu")
     assert cpu.teacher.model_name_or_path == PACKAGED_TEACHER
-    # the profile overrides only what it names; the rest stays the task's thesis setting
-    assert cpu.teacher.learning_rate == thesis.teacher.learning_rate
+    # the profile overrides only what it names (here the learning rate); the rest stays the task's
+    assert cpu.teacher.learning_rate == 1e-4 and cpu.teacher.warmup_fraction == thesis.teacher.warmup_fraction
+    assert (cpu.bilstm.hidden_size, cpu.bilstm.rho, cpu.bilstm.loss) == (300, 0.95, "mse_sum")
     assert cpu.out.name == "cola"
     smoke = load_config("cola", "smoke")
     assert smoke.out.name == "cola-smoke" and smoke.train_limit is not None
@@ -42,7 +43,7 @@ def test_gpu_profile_is_the_thesis_without_a_hub(task):
     assert g.scratch_n_layer * g.scratch_n_embd > cpu_g.scratch_n_layer * cpu_g.scratch_n_embd  # larger than cpu's
     assert g.epochs == {"cola": 10, "sst2": 3, "sara": 20}[task]
     b, s = gpu.bilstm, gpu.bert_student
-    assert (b.epochs, b.batch_size, b.max_length, b.loss) == (30, 50, 128, "mse")
+    assert (b.epochs, b.batch_size, b.max_length, b.loss) == (30, 50, 128, "mse_sum")  # eq. 2 as written
     assert s.enabled and (s.num_layers, s.hidden_size, s.intermediate_size, s.num_heads) == (5, 204, 750, 3)
     assert (s.epochs, s.batch_size, s.loss, s.temperature) == (60, 256, "ce", 3.0)
     assert (gpu.mixed_precision, gpu.cuda_graphs, gpu.num_workers) == ("bf16", True, 4)
@@ -143,3 +144,12 @@ def test_student_seeds_and_with_seed():
     # the teacher's reuse key does not see the students' seeds
     assert three.section_hash("task", "seed", "train_limit", "teacher") == cfg.section_hash(
         "task", "seed", "train_limit", "teacher")
+
+
+@pytest.mark.parametrize("profile", ["thesis", "cpu", "ablation", "kdzoo"])
+@pytest.mark.parametrize("task", ["cola", "sst2", "sara", "rte"])
+def test_rule_augmentation_n_iter_per_task(task, profile):
+    # Tang et al. (2019, §4) draw n_iter = 20 samples per sentence for SST-2 (and the small
+    # sets); no task file nor any real-data profile may lower it (smoke's 5 is for seconds only).
+    assert load_config(task, profile).augment.rules.n_iter == 20
+    assert load_config(task, "smoke").augment.rules.n_iter == 5

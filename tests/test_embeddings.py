@@ -35,6 +35,28 @@ def test_words_vocab_and_word_tokenizer():
         E.word_tokenizer(["cat", "[PAD]", "[UNK]"])
 
 
+def test_mask_token_is_the_unknown_word(tmp_path):
+    # Tang et al. (2019, §3.3): the augmentation's [MASK] is an unknown token for the word-level
+    # model — one [UNK], not "[", "mask", "]".
+    masked = ["The [MASK] sat on the mat.", "[MASK] dog[MASK] sat"]
+    words = E.split_words(masked)
+    assert words == [["the", "[UNK]", "sat", "on", "the", "mat", "."], ["[UNK]", "dog", "[UNK]", "sat"]]
+    assert E.split_words(["a [MASK]"], mask_token=None) == [["a", "[", "mask", "]"]]
+    vocab = E.build_vocab(E.split_words(SENTS + masked))
+    assert "mask" not in vocab and "[" not in vocab and vocab.count("[UNK]") == 1
+    tok = E.word_tokenizer(vocab)
+    ids = tok(masked, add_special_tokens=False)["input_ids"]
+    assert ids[0] == [vocab.index("the"), 1, vocab.index("sat"), vocab.index("on"), vocab.index("the"),
+                      vocab.index("mat"), vocab.index(".")]
+    assert ids[1] == [1, vocab.index("dog"), 1, vocab.index("sat")]
+    # the saved tokenizer keeps the rule
+    from transformers import PreTrainedTokenizerFast
+
+    tok.save_pretrained(tmp_path / "tok")
+    again = PreTrainedTokenizerFast.from_pretrained(tmp_path / "tok")
+    assert again(masked, add_special_tokens=False)["input_ids"] == ids
+
+
 def test_train_word2vec_is_reproducible():
     words = E.split_words(SENTS * 5)
     a = E.train_word2vec(words, vector_size=12, epochs=3, seed=3)

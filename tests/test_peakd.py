@@ -4,6 +4,7 @@ tiny end-to-end student (random 2-layer teacher, 24 RTE pairs) trained, saved, r
 from __future__ import annotations
 
 import copy
+import json
 import math
 
 import numpy as np
@@ -128,8 +129,8 @@ def test_ptp_labels_on_hand_made_teacher_logits():
     got = peakd.ptp_labels(logits, labels, threshold=0.8)
     # correct & 0.881 > 0.8 → CC(0); correct & 0.622 → UC(1); wrong & 0.953 → CW(2); wrong & 0.550 → UW(3)
     assert got.tolist() == [0, 1, 2, 3, 0, -1]
-    # a separate threshold for wrong predictions (the authors' code: 0.6 on RTE)
-    assert peakd.ptp_labels(logits, labels, 0.8, threshold_wrong=0.5).tolist() == [0, 1, 2, 2, 0, -1]
+    # one threshold t for correct and wrong predictions (the paper): at 0.5 the wrong 0.550 is confident
+    assert peakd.ptp_labels(logits, labels, 0.5).tolist() == [0, 0, 2, 2, 0, -1]
     assert peakd.ptp_labels(logits, labels, 0.9).tolist() == [1, 1, 2, 3, 0, -1]
     # 3 classes: the correctness is argmax == gold
     three = peakd.ptp_labels(torch.tensor([[0.0, 5.0, 0.0]]), torch.tensor([2]), 0.5)
@@ -186,7 +187,8 @@ def tiny_rte(tmp_path):
 
     cfg = load_config("rte", "smoke", overrides={
         "output_dir": str(tmp_path / "out"), "figures_dir": str(tmp_path / "fig"),
-        "peakd.layers": [1], "peakd.variants": ["kd", "sps+ptp"], "peakd.epochs": 1, "peakd.ptp_epochs": 1,
+        "peakd.layers": [1], "peakd.variants": ["kd", "sps+ptp"], "peakd.epochs": 1, "peakd.ptp_epochs": 4,
+        "peakd.ptp_patience": 1, "peakd.seeds": [],
         "peakd.batch_size": 8, "peakd.max_length": 32, "peakd.learning_rate": 1e-3, "peakd.ptp_threshold": 0.51})
     tok = load_tokenizer(cfg)
     from transformers import BertConfig, BertForSequenceClassification
@@ -195,6 +197,15 @@ def tiny_rte(tmp_path):
     teacher = BertForSequenceClassification(BertConfig(
         vocab_size=len(tok), hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
         max_position_embeddings=64, num_labels=2))
+    # the 'pre-trained' model the teacher was fine-tuned from (other weights, same sizes and vocabulary)
+    import dataclasses
+
+    torch.manual_seed(1)
+    pre = BertForSequenceClassification(teacher.config)
+    pre.save_pretrained(tmp_path / "pretrained")
+    tok.save_pretrained(tmp_path / "pretrained")
+    cfg = dataclasses.replace(cfg, teacher=dataclasses.replace(cfg.teacher,
+                                                               model_name_or_path=str(tmp_path / "pretrained")))
     tdir = teacher_dir(cfg)
     teacher.save_pretrained(tdir / "model")
     tok.save_pretrained(tdir / "model")
@@ -221,6 +232,18 @@ def test_peakd_comparison_trains_saves_reuses_and_reloads(tiny_rte):
     sdir = cfg.out / "students" / pea.name
     for f in ("model.pt", "student.json", "learning_curve.csv", "ptp_curve.csv", "dev_predictions.csv", "result.json"):
         assert (sdir / f).is_file(), f
+    assert json.loads((sdir / "result.json").read_text())["init"] == "pretrained" and list(t["init"]) == ["pretrained"] * 2
+    # PTP until convergence: stopped when the dev PTP accuracy stalled ptp_patience epochs, or at the cap
+    import pandas as pd
+
+    curve = pd.read_csv(sdir / "ptp_curve.csv")
+    info = json.loads((sdir / "ptp.json").read_text())
+    acc = curve["dev_ptp_accuracy"].tolist()
+    assert info["epochs"] == len(acc) == pea.ptp_epochs and 1 <= len(acc) <= cfg.peakd.ptp_epochs
+    assert info["best_epoch"] == 1 + int(np.argmax(acc))                     # the best (earliest) epoch is kept
+    p = cfg.peakd.ptp_patience
+    assert len(acc) == cfg.peakd.ptp_epochs or max(acc[-p:]) <= max(acc[:-p])
+    assert t["PTP epochs (mean)"].iloc[1] == len(acc) and t["dev mean ± std"].iloc[0] == f"{t['dev accuracy (%)'].iloc[0]:.1f}"
     assert not (sdir / "checkpoint").exists()
     # a second call reuses every student
     again = peakd.peakd_comparison(cfg, transfer, dsd)
@@ -244,17 +267,41 @@ def test_peakd_comparison_trains_saves_reuses_and_reloads(tiny_rte):
     assert not peakd.peakd_comparison(cfg2, transfer, dsd).runs[0].reused
 
 
+def test_students_start_from_the_pretrained_model_not_the_teacher(tiny_rte):
+    # Pea-KD / PKD: "initialized with the first k layers of the pre-trained BERT"
+    cfg, _, _ = tiny_rte
+    from kdnb.teacher import load_teacher
+
+    teacher, _ = load_teacher(cfg)
+    source = peakd.pretrained_source(cfg, teacher.config.num_labels)
+    student = peakd.build_student(source, 1, sps=False)
+    s_q = student.bert.encoder.layer[0].attention.self.query.weight
+    assert torch.equal(s_q, source.bert.encoder.layer[0].attention.self.query.weight)
+    assert not torch.allclose(s_q, teacher.bert.encoder.layer[0].attention.self.query.weight)
+    from kdnb.config import load_config
+    from kdnb.errors import ConfigError
+
+    big = load_config("rte", "smoke")  # the packaged 384-wide model is not this 16-wide teacher's source
+    with pytest.raises(ConfigError, match="peakd.init"):
+        peakd._check_source(peakd.pretrained_source(big, 2), teacher)
+
+
 def test_peakd_config_keys_are_validated():
     from kdnb.config import load_config
     from kdnb.errors import ConfigError
 
     cfg = load_config("rte", "peakd")
     assert cfg.peakd.enabled and not load_config("rte", "cpu").peakd.enabled
+    # as the paper: pre-trained init, PTP to convergence with one threshold, 3 seeds
+    assert cfg.peakd.init == "pretrained" and cfg.peakd.ptp_threshold_wrong is None
+    assert cfg.peakd.ptp_patience >= 1 and cfg.peakd.ptp_epochs > cfg.peakd.ptp_patience
+    assert len(cfg.peakd.seeds) == 3 and load_config("rte", "thesis").peakd.init == "pretrained"
     assert load_config("rte", "cpu").teacher.max_length == 128  # per_task: pairs need the length
     for key, value, msg in (("peakd.variants", ["kd", "pea"], "peakd.variants"),
                             ("peakd.layers", [0], "peakd.layers"), ("peakd.layers", [2, 2], "peakd.layers"),
                             ("peakd.alpha", 1.5, "peakd.alpha"), ("peakd.seeds", [1, 1], "peakd.seeds"),
-                            ("peakd.ptp_threshold_wrong", -0.1, "peakd.ptp_threshold_wrong"),
+                            ("peakd.ptp_threshold_wrong", 0.6, "deprecated.*one threshold"),
+                            ("peakd.init", "finetuned", "peakd.init"), ("peakd.ptp_patience", 0, "peakd.ptp_patience"),
                             ("peakd.beta", -1.0, "peakd.beta"), ("peakd.depth", 3, "unknown key 'peakd.depth'")):
         with pytest.raises(ConfigError, match=msg):
             load_config("rte", "peakd", overrides={key: value})

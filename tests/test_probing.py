@@ -341,7 +341,8 @@ def test_default_encoders_and_the_whole_stage(tmp_path, tiny_bert):
         "output_dir": str(tmp_path / "out"), "figures_dir": str(tmp_path / "figures"),
         "probing.tasks": ["Length", "Tense"], "probing.teacher_layers": [], "probing.pretrained_teacher": False,
         "probing.train_limit": 60, "probing.eval_limit": 40, "probing.hidden_sizes": [20],
-        "probing.dropouts": [0.0, 0.1], "probing.max_epochs": 15, "probing.patience": 3})
+        "probing.dropouts": [0.0, 0.1], "probing.max_epochs": 15, "probing.patience": 3,
+        "bert_student.enabled": False})
     with pytest.raises(StageInputError, match="04_students"):
         _fake_stage_outputs(cfg, tiny_bert, train_bilstm=False)
         probing.default_encoders(cfg)
@@ -390,6 +391,80 @@ def test_default_encoders_and_the_whole_stage(tmp_path, tiny_bert):
                        ("probing_students_init_vs_trained", probing.plot_students_init_vs_trained)]:
         path = report.save_figure(cfg, plot(s, run.sizes, cfg.task), name)
         assert path.is_file() and path.stat().st_size > 10_000
+
+
+def _fake_bert_student(cfg, tiny_bert, perturb=True):
+    """A saved BERT student as notebook 04 writes it (model.pt + result.json with its sizes)."""
+    from kdnb.bert_student import build_bert_student
+    from kdnb.utils import set_seed
+
+    teacher, _ = tiny_bert
+    set_seed(2)
+    student = build_bert_student(cfg.bert_student, 2, teacher)
+    if perturb:
+        with torch.no_grad():
+            for p in student.bert.bert.encoder.parameters():
+                p.add_(0.3 * torch.randn_like(p))  # stands in for distillation
+    sdir = cfg.out / "students" / "bert_student"
+    sdir.mkdir(parents=True)
+    torch.save(student.state_dict(), sdir / "model.pt")
+    sizes = {k: getattr(cfg.bert_student, k) for k in ("num_layers", "hidden_size", "intermediate_size", "num_heads")}
+    (sdir / "result.json").write_text(json.dumps({"config_hash": "b1", "sizes": sizes}))
+
+
+@pytest.mark.parametrize("bert_enabled", [True, False])
+def test_which_encoders_are_probed(tmp_path, tiny_bert, bert_enabled):
+    # Sučík (2020) probes both students: the BERT student's layers E, 1…L join the teacher's and
+    # the BiLSTM's, trained and initialised, whenever bert_student.enabled.
+    cfg = load_config("cola", "smoke", overrides={
+        "output_dir": str(tmp_path / "out"), "figures_dir": str(tmp_path / "figures"),
+        "probing.tasks": ["Length"], "probing.teacher_layers": [], "probing.pretrained_teacher": False,
+        "probing.train_limit": 60, "probing.eval_limit": 40, "probing.hidden_sizes": [20],
+        "probing.dropouts": [0.0], "probing.max_epochs": 5, "probing.patience": 2,
+        "bert_student.enabled": bert_enabled, "bert_student.num_layers": 2, "bert_student.hidden_size": 16,
+        "bert_student.intermediate_size": 32, "bert_student.num_heads": 2, "bert_student.init": "teacher"})
+    _fake_stage_outputs(cfg, tiny_bert)
+    if not bert_enabled:
+        assert list(probing.default_encoders(cfg)) == ["teacher", "bilstm", "bilstm (initialised)"]
+        return
+    with pytest.raises(StageInputError, match="no trained BERT student"):
+        probing.default_encoders(cfg)
+    _fake_bert_student(cfg, tiny_bert)
+    enc = probing.default_encoders(cfg)
+    assert list(enc) == ["teacher", "bilstm", "bilstm (initialised)", "bert_student", "bert_student (initialised)"]
+    assert enc["bert_student"].layers == enc["bert_student (initialised)"].layers == ["E", "1", "2"]
+    assert (enc["bert_student"].family, enc["bert_student"].state) == ("bert_student", "trained")
+    assert enc["bert_student (initialised)"].state == "initialised"
+    assert [enc["bert_student"].relative_depth(l) for l in ("E", "1", "2")] == [0.0, 0.5, 1.0]
+    assert enc["bilstm"].relative_depth("final") == 1.0
+    data = probing.load_probing_tasks(cfg)["Length"]
+    rng_state = torch.random.get_rng_state()
+    init = probing.features(cfg, enc["bert_student (initialised)"], data)
+    trained = probing.features(cfg, enc["bert_student"], data)
+    teacher = probing.features(cfg, enc["teacher"], data)
+    assert torch.equal(rng_state, torch.random.get_rng_state())
+    assert init["2"]["tr"].shape == (60, 16)
+    # init: teacher → the initialised student's layers are the teacher's first layers (identity projection)
+    for layer in ("E", "1", "2"):
+        assert np.allclose(init[layer]["tr"], teacher[layer]["tr"], atol=1e-2)  # float16 cache
+    assert not np.allclose(trained["2"]["tr"], init["2"]["tr"], atol=1e-2)   # the trained weights were read
+
+    run = probing.run_probing(cfg, progress=False)
+    s = run.scores
+    assert set(s["model"]) == set(enc)
+    assert sorted(s.loc[s["model"] == "bert_student", "rel_depth"]) == [0.0, 0.5, 1.0]
+    from kdnb import report
+
+    for name, plot in [("probing_students_vs_teacher", probing.plot_students_vs_teacher),
+                       ("probing_students_init_vs_trained", probing.plot_students_init_vs_trained),
+                       ("probing_layers_by_depth", probing.plot_layers_by_depth)]:
+        fig = plot(s, run.sizes, cfg.task)
+        labels = {t.get_text() for t in fig.legends[0].get_texts()}
+        assert any("bert_student" in l for l in labels) and any("bilstm" in l for l in labels), labels
+        path = report.save_figure(cfg, fig, name)
+        assert path.is_file() and path.stat().st_size > 10_000
+    bars = probing.plot_students_vs_teacher(s, run.sizes, cfg.task)
+    assert "bert_student (layer 2)" in {t.get_text() for t in bars.legends[0].get_texts()}
 
 
 def test_best_layer_is_chosen_on_va_not_te():
