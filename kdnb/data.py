@@ -248,6 +248,29 @@ def content_hash(ds: datasets.Dataset) -> str:
     return h.hexdigest()[:16]
 
 
+def data_fingerprint(task: str, data_dir: str | Path) -> str:
+    """SHA-256 (16 hex digits) of the task's data files (names and bytes) and of the resolved
+    ``data_dir``: the teacher's reuse key contains it, so a changed data file, or another data
+    folder, retrains the teacher and, through the teacher's key, everything downstream.
+
+    Raises:
+        DataError: a file of the task is missing.
+    """
+    import hashlib
+
+    spec = task_spec(task)
+    folder = Path(data_dir).resolve() / spec.folder
+    h = hashlib.sha256(str(folder).encode())
+    names = [fs.name for fs in spec.files.values()] + ([spec.label_names_file] if spec.label_names_file else [])
+    for name in names:
+        path = folder / name
+        if not path.is_file():
+            raise DataError(f"{path}: file not found (expected the task's TSV file here; see ../shared/data/README.md).")
+        h.update(f"\0{name}\0".encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def subsample(ds: datasets.Dataset, n: Optional[int], seed: int) -> datasets.Dataset:
     """A reproducible random subset of ``n`` rows (all rows if ``n`` is None or ≥ len)."""
     if n is None or n >= len(ds):
