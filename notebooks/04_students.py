@@ -18,7 +18,7 @@
 # gradient clipping 30).
 
 # %% tags=["parameters"]
-task = "cola"
+task = "sst2"
 profile = "smoke"
 data_dir = None  # None: the data_dir of params/<task>.yaml
 force = False
@@ -104,6 +104,20 @@ if cfg.bert_student.enabled:
           f"{bert.n_params:,} parameters ({bert.n_params_non_embedding:,} outside the embeddings)")
     print(f"{bc.loss} at T={bc.temperature:g}, {bc.epochs} epochs; dev {metric}: {100 * bert.dev_score:.1f} %")
     print(bert.curve.round(4).to_string(index=False))
+
+# %% [markdown]
+# ## Did the students learn?
+#
+# Each student's dev score beside the majority-class baseline, and its agreement with the
+# teacher (dev rows where it predicts the teacher's class) beside that of a student that learned
+# nothing (always the majority class): distillation should raise it (`kdnb.learning`).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from kdnb.learning import learning_table
+
+trained = [m for m, on in (("bilstm", cfg.bilstm.enabled), ("bert_student", bert is not None)) if on]
+print(learning_table(cfg, models=trained).to_string(index=False))
 
 # %% [markdown]
 # ## KD-loss ablation: one BERT student per method
