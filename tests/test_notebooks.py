@@ -77,9 +77,9 @@ def test_the_makefile_replays_with_the_sanitizers_into_a_fresh_output_folder():
     make = (PROJECT_ROOT / "Makefile").read_text()
     assert "--nbval-sanitize-with notebooks/nbval_sanitize.cfg" in make and "rm -rf $(SMOKE_OUT)" in make
     dry = subprocess.run(["make", "-n", "test", "PY=python"], capture_output=True, text=True, cwd=PROJECT_ROOT)
-    task = next(c for c in nbformat.read(NOTEBOOKS_DIR / "01_data_prep.ipynb", as_version=4).cells
-                if "parameters" in c.metadata.get("tags", [])).source.split('task = "')[1].split('"')[0]
-    assert f"rm -rf outputs/{task}-smoke" in dry.stdout, dry.stdout
+    from kdnb.store_notebooks import smoke_task
+
+    assert f"rm -rf outputs/{smoke_task()}-smoke" in dry.stdout, dry.stdout
 
 
 def test_the_sanitizers_keep_one_decimal_and_drop_progress_bars():

@@ -144,7 +144,7 @@ def test_a_stage_killed_mid_epoch_resumes_to_identical_weights_and_curve(stage, 
                              cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ckpt, ready = _CKPT[stage]
     state_file = killed / ckpt / "trainer_state.json"
-    deadline = time.time() + 300
+    deadline = time.time() + 600
     while time.time() < deadline and child.poll() is None:
         try:
             if ready(json.loads(state_file.read_text())):
