@@ -47,9 +47,15 @@ thesis: setup ## every task of TASKS with PROFILE, then thesis_figures/index.md 
 probing: setup ## only the SentEval probing notebook (05) for TASK, on the saved teacher and students
 	$(PY) -m kdnb.pipeline $(PIPELINE_ARGS) --only 05
 
-test: setup ## unit tests + nbval replay of the stored smoke-profile notebooks
+# nbval replays the stored notebooks into a fresh outputs/<task>-smoke (removed first), so it
+# tests what the code computes now, not a cache; checked cells are compared after the sanitizers
+NBVAL = $(QUIET) $(PY) -m pytest --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg
+SMOKE_OUT = outputs/$(shell sed -n 's/^task = "\(.*\)"$$/\1/p' notebooks/01_data_prep.py)-smoke
+
+test: setup ## unit tests + nbval replay of the stored smoke-profile notebooks (into a fresh outputs/<task>-smoke)
 	$(PY) -m pytest tests
-	$(QUIET) $(PY) -m pytest --nbval-lax notebooks
+	rm -rf $(SMOKE_OUT)
+	$(NBVAL) notebooks
 
 lab: setup ## open JupyterLab on the notebooks
 	$(VENV)/bin/jupyter lab notebooks

@@ -651,8 +651,11 @@ def _deep_merge(base: dict, over: dict) -> dict:
 
 def _set_dotted(d: dict, dotted: str, value: Any) -> None:
     keys = dotted.split(".")
-    for k in keys[:-1]:
+    for i, k in enumerate(keys[:-1]):
         d = d.setdefault(k, {})
+        if not isinstance(d, dict):
+            raise ConfigError(f"overrides: key '{dotted}' sets inside '{'.'.join(keys[:i + 1])}', "
+                              f"which another override sets to {d!r} (not a section).")
     d[keys[-1]] = value
 
 

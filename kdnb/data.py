@@ -98,16 +98,26 @@ def task_spec(task: str) -> TaskSpec:
 def _read_lines(path: Path) -> list[str]:
     if not path.is_file():
         raise DataError(f"{path}: file not found (expected the task's TSV file here; see ../shared/data/README.md).")
+    raw = path.read_bytes()
     try:
-        text = path.read_bytes().decode("utf-8")  # no newline translation (see below)
+        text = raw.decode("utf-8")  # no newline translation (see below)
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e}).") from None
+        line = raw[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}, line {line}: not UTF-8 text (byte {raw[e.start:e.start + 1]!r} at offset "
+                        f"{e.start}).") from None
     # split on "\n" only: some GLUE files carry a stray "\r" inside a line (SST-2 train), which
     # str.splitlines() would treat as a line break
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     return [line.rstrip("\r") for line in lines]
+
+
+def _is_int(s: str, signed: bool = True) -> bool:
+    """True for ASCII decimal integers only (``str.isdigit`` also accepts "²" and "٣", which
+    ``int`` rejects or reads as another number)."""
+    digits = s[1:] if signed and s.startswith("-") else s
+    return digits.isascii() and digits.isdigit()
 
 
 def _label_names(spec: TaskSpec, folder: Path) -> tuple[str, ...]:
@@ -119,9 +129,13 @@ def _label_names(spec: TaskSpec, folder: Path) -> tuple[str, ...]:
         if not line.strip():
             continue
         parts = line.split("\t")
-        if len(parts) != 2 or not parts[0].strip().isdigit() or not parts[1].strip():
+        if len(parts) != 2 or not _is_int(parts[0].strip(), signed=False) or not parts[1].strip():
             raise DataError(f"{path}, line {i}: expected 'label_id<TAB>intent_name', got {line!r}.")
+        if int(parts[0]) in names:
+            raise DataError(f"{path}, line {i}: label id {int(parts[0])} is named twice.")
         names[int(parts[0])] = parts[1].strip()
+    if not names:
+        raise DataError(f"{path}: no label names (expected lines 'label_id<TAB>intent_name').")
     if sorted(names) != list(range(len(names))):
         raise DataError(f"{path}: label ids must be 0..{len(names) - 1} without gaps, got {sorted(names)}.")
     return tuple(names[i] for i in range(len(names)))
@@ -166,7 +180,7 @@ def read_split(path: Path, fs: FileSpec, spec: TaskSpec, label_names: tuple[str,
                     )
                 label = name_to_id[raw]
             else:
-                if not raw.lstrip("-").isdigit() or not 0 <= int(raw) < len(label_names):
+                if not _is_int(raw) or not 0 <= int(raw) < len(label_names):
                     raise DataError(
                         f"{path}, line {lineno}: unknown label {raw!r}; expected an integer in 0..{len(label_names) - 1}."
                     )
@@ -231,6 +245,29 @@ def content_hash(ds: datasets.Dataset) -> str:
         if col in ds.column_names:
             for batch in ds.select_columns([col]).iter(batch_size=10_000):
                 h.update("\n".join(batch[col]).encode())
+    return h.hexdigest()[:16]
+
+
+def data_fingerprint(task: str, data_dir: str | Path) -> str:
+    """SHA-256 (16 hex digits) of the task's data files (names and bytes) and of the resolved
+    ``data_dir``: the teacher's reuse key contains it, so a changed data file, or another data
+    folder, retrains the teacher and, through the teacher's key, everything downstream.
+
+    Raises:
+        DataError: a file of the task is missing.
+    """
+    import hashlib
+
+    spec = task_spec(task)
+    folder = Path(data_dir).resolve() / spec.folder
+    h = hashlib.sha256(str(folder).encode())
+    names = [fs.name for fs in spec.files.values()] + ([spec.label_names_file] if spec.label_names_file else [])
+    for name in names:
+        path = folder / name
+        if not path.is_file():
+            raise DataError(f"{path}: file not found (expected the task's TSV file here; see ../shared/data/README.md).")
+        h.update(f"\0{name}\0".encode())
+        h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from tqdm.auto import tqdm
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from .utils import Timer, atomic_path
+from .utils import Timer, atomic_path, recover_path
 
 
 def tensor_learning_rates(optimizer: torch.optim.Optimizer, device: torch.device | str) -> None:
@@ -358,7 +358,7 @@ def fit(
     if select_best not in ("max", "min", None):
         raise ValueError(f"select_best must be 'max', 'min' or None, got {select_best!r}.")
     micro = batch_size // accum
-    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir = recover_path(Path(ckpt_dir))  # a kill mid-swap of the checkpoint: the previous one
     state_file = ckpt_dir / "trainer_state.json"
     generator = torch.Generator()
     if lengths is not None:

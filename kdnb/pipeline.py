@@ -86,7 +86,12 @@ def parse_overrides(items: Sequence[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. teacher.epochs=1.")
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        if not key.strip():
+            raise ConfigError(f"--set {item!r}: no key before '=' (expected KEY=VALUE, e.g. teacher.epochs=1).")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: key '{key.strip()}': the value is not valid YAML ({e}).") from None
     return out
 
 

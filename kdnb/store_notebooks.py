@@ -2,7 +2,8 @@
 
 Syncs every ``notebooks/NN_*.py`` (jupytext py:percent, the file to edit) into its paired
 ``.ipynb``, then executes the ``.ipynb`` in place with its own ``parameters`` cell (the
-``smoke`` profile) from a clean ``outputs/cola-smoke``, so the stored outputs are exactly what
+``smoke`` profile) from a clean ``outputs/<task>-smoke`` (:func:`smoke_task`: SST-2, on which
+every model learns at the smoke profile's sizes), so the stored outputs are exactly what
 ``pytest --nbval-lax notebooks`` replays and compares.
 """
 
@@ -25,6 +26,13 @@ QUIET = {  # progress bars and warnings would only bloat the stored outputs
 }
 
 
+def smoke_task() -> str:
+    """The task of the stored notebooks: the ``task = "..."`` of 01_data_prep's parameters cell."""
+    import re
+
+    return re.search(r'^task = "(\w+)"$', (NOTEBOOKS_DIR / "01_data_prep.py").read_text(), re.M)[1]
+
+
 def main() -> int:
     import os
 
@@ -34,7 +42,7 @@ def main() -> int:
     for py in sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.py")):
         subprocess.run([sys.executable, "-m", "jupytext", "--quiet", "--to", "ipynb", "--update", str(py)],
                        check=True)
-    shutil.rmtree(load_config("cola", "smoke").out, ignore_errors=True)
+    shutil.rmtree(load_config(smoke_task(), "smoke").out, ignore_errors=True)
     for nb in notebooks():
         print(f"[kdnb] executing {nb.name} (smoke profile)", flush=True)
         pm.execute_notebook(str(nb), str(nb), cwd=str(NOTEBOOKS_DIR), kernel_name="python3", progress_bar=False)

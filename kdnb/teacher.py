@@ -25,7 +25,7 @@ from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Dat
                           get_linear_schedule_with_warmup)
 
 from .config import PACKAGED_TEACHER, Config
-from .data import content_hash, is_labelled, score, subsample, task_spec
+from .data import content_hash, data_fingerprint, is_labelled, score, subsample, task_spec
 from .distill import FitResult, fit, make_accelerator, predict_logits, selection_record
 from .errors import ConfigError, StageInputError
 from .utils import Timer, atomic_path, read_json, set_seed, write_json
@@ -123,6 +123,19 @@ def teacher_dir(cfg: Config) -> Path:
     return cfg.out / "teacher"
 
 
+# Bump when a change to kdnb changes what fine-tuning computes (the model, its data or its
+# outputs): saved teachers, and through their key everything downstream, are then redone.
+STAGE_VERSION = 2
+
+
+def teacher_key(cfg: Config) -> str:
+    """The teacher's reuse and resume key: its parameters, the task's data files (content and
+    folder, :func:`kdnb.data.data_fingerprint`) and :data:`STAGE_VERSION`. Students, transfer
+    sets and probes put the saved teacher's key into theirs, so a new key redoes them too."""
+    return (f"{cfg.section_hash('task', 'seed', 'train_limit', 'teacher')}-"
+            f"{data_fingerprint(cfg.task, cfg.data_path)}-v{STAGE_VERSION}")
+
+
 def fine_tune_teacher(cfg: Config, dsd: datasets.DatasetDict, force: bool = False) -> TeacherResult:
     """Fine-tune the teacher on ``dsd['train']`` and save everything under ``<out>/teacher/``.
 
@@ -141,7 +154,7 @@ def fine_tune_teacher(cfg: Config, dsd: datasets.DatasetDict, force: bool = Fals
         :class:`TeacherResult`; scores are fractions (MCC, accuracy or micro-F1).
     """
     tdir = teacher_dir(cfg)
-    key = cfg.section_hash("task", "seed", "train_limit", "teacher")
+    key = teacher_key(cfg)
     saved = read_json(tdir / "result.json")
     if saved and saved.get("config_hash") == key and not force and (tdir / "model").is_dir():
         return _result_from_disk(tdir, saved, reused=True)

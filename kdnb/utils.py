@@ -24,12 +24,36 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _aside(path: Path) -> Path:
+    """Where :func:`atomic_path` keeps the old version of a directory while it swaps in the new one."""
+    return path.parent / f".{path.name}.old"
+
+
+def recover_path(path: str | os.PathLike) -> Path:
+    """Undo a swap of :func:`atomic_path` that a kill interrupted between its two renames.
+
+    If ``path`` is missing but its old version was renamed aside, rename it back: the previous
+    (complete) version is usable again. Readers of directories written with ``atomic_path``
+    (checkpoints) call this before they look at ``path``. Returns ``path``.
+    """
+    path = Path(path)
+    old = _aside(path)
+    if not path.exists() and not path.is_symlink() and old.exists():
+        os.replace(old, path)
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only on success.
 
     Works for files and directories: write everything to the yielded path; if the block
     raises, the temporary is removed and ``path`` is left as it was (no half-written output).
+    A file is swapped in by one ``os.replace``. A directory cannot be replaced by one rename,
+    so the old one is first renamed aside (``.<name>.old``), the new one renamed into place,
+    and only then the old one deleted: a kill at any point leaves either the old or the new
+    directory complete, and :func:`recover_path` puts the old one back if the kill fell
+    between the two renames.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -38,8 +62,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+            old = _aside(path)
+            if old.exists():  # left by a kill after an earlier swap: path is the newer, complete one
+                shutil.rmtree(old)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            recover_path(path)
+            if path.is_dir() and not path.is_symlink():  # the recovered old directory
+                shutil.rmtree(path)
+            os.replace(tmp, path)
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -16,7 +16,7 @@
 # Run by `make report` through papermill, which injects `task` and `profile` below.
 
 # %% tags=["parameters"]
-task = "cola"
+task = "sst2"
 profile = "smoke"
 data_dir = None  # None: the data_dir of params/<task>.yaml
 force = False

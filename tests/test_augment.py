@@ -24,7 +24,6 @@ from kdnb.config import load_config
 from kdnb.data import load_task
 from kdnb.errors import ConfigError, StageInputError
 
-torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 
 GPT2_SMALL = {"augment.gpt2.model_name_or_path": "scratch", "augment.gpt2.epochs": 1,
@@ -167,7 +166,7 @@ def test_pairs_cycle_first_second_both(tmp_path, nlp):
 
 
 # ---- GPT-2 --------------------------------------------------------------------------------
-def test_gpt2_generation_starts_from_training_initial_subwords_and_resumes(tmp_path, dsd, monkeypatch):
+def test_gpt2_generation_starts_from_training_initial_subwords_and_resumes(tmp_path, dsd, monkeypatch, one_thread):
     over = {**GPT2_SMALL, "augment.shard_size": 16}
     cfg = _cfg(tmp_path / "a", **over)
     res = A.augment_gpt2(cfg, dsd)
@@ -285,7 +284,7 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-def test_teacher_logits_killed_mid_way_resume_to_the_identical_set(tmp_path, dsd, monkeypatch):
+def test_teacher_logits_killed_mid_way_resume_to_the_identical_set(tmp_path, dsd, monkeypatch, one_thread):
     from kdnb import teacher as T
 
     cfgs = {}
@@ -330,7 +329,7 @@ def test_teacher_logits_killed_mid_way_resume_to_the_identical_set(tmp_path, dsd
     assert not shard_root.exists()
 
 
-def test_label_transfer_sets_labels_training_rows_once_and_reuses(tmp_path, dsd, monkeypatch):
+def test_label_transfer_sets_labels_training_rows_once_and_reuses(tmp_path, dsd, monkeypatch, one_thread):
     from kdnb import teacher as T
 
     cfg = _cfg(tmp_path, **{"augment.transfer_set": "rules", "augment.ablation": True,
@@ -376,7 +375,7 @@ def test_ablation_profile_is_the_cpu_profile_plus_the_ablation():
             c.section_hash("task", "seed", "train_limit", "teacher")
 
 
-def test_augmentation_ablation_trains_one_bilstm_per_set_and_writes_the_table(tmp_path, dsd):
+def test_augmentation_ablation_trains_one_bilstm_per_set_and_writes_the_table(tmp_path, dsd, one_thread):
     import pandas as pd
 
     from kdnb.students import distill_bilstm

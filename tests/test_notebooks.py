@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -37,27 +38,70 @@ def test_stored_notebook_is_in_sync_with_its_py_and_carries_smoke_outputs(path):
     assert checked and all(c.outputs for c in checked), f"{path.name}: checked cells must carry stored outputs"
 
 
+SANITIZE = NOTEBOOKS_DIR / "nbval_sanitize.cfg"
+
+
 def _run_nbval(nb_path):
     env = {**os.environ, **QUIET}  # as `make test` runs nbval
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
-                           str(nb_path)], capture_output=True, text=True, cwd=nb_path.parent, timeout=600, env=env)
+                           "--nbval-sanitize-with", str(SANITIZE), str(nb_path)],
+                          capture_output=True, text=True, cwd=nb_path.parent, timeout=600, env=env)
+
+
+def _with_overrides(name, tmp_path, **extra):
+    nb = nbformat.read(NOTEBOOKS_DIR / name, as_version=4)
+    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    out = {"output_dir": str(tmp_path / "out"), "figures_dir": str(tmp_path / "fig"), **extra}
+    params.source = params.source.replace("overrides = {}", f"overrides = {json.dumps(out)}")
+    return nb
 
 
 def test_nbval_fails_when_a_checked_output_changes(tmp_path):
-    nb = nbformat.read(NOTEBOOKS_DIR / "01_data_prep.ipynb", as_version=4)
-    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-    out = {"output_dir": str(tmp_path / "out"), "figures_dir": str(tmp_path / "fig")}
-    params.source = params.source.replace("overrides = {}", f"overrides = {json.dumps(out)}")
+    nb = _with_overrides("01_data_prep.ipynb", tmp_path)
     good = tmp_path / "good.ipynb"
     nbformat.write(nb, good)
     checked = next(c for c in nb.cells if c.source.startswith("# NBVAL_CHECK_OUTPUT"))
     stream = next(o for o in checked.outputs if o.output_type == "stream")
-    assert "8551" in stream.text
-    stream.text = stream.text.replace("8551", "8552")
+    assert "67349" in stream.text  # SST-2's training sentences
+    stream.text = stream.text.replace("67349", "67348")
     bad = tmp_path / "bad.ipynb"
     nbformat.write(nb, bad)
 
     ok = _run_nbval(good)
     assert ok.returncode == 0, ok.stdout[-2000:]
     broken = _run_nbval(bad)
-    assert broken.returncode == 1 and "8552" in broken.stdout
+    assert broken.returncode == 1 and "67348" in broken.stdout
+
+
+def test_the_makefile_replays_with_the_sanitizers_into_a_fresh_output_folder():
+    make = (PROJECT_ROOT / "Makefile").read_text()
+    assert "--nbval-sanitize-with notebooks/nbval_sanitize.cfg" in make and "rm -rf $(SMOKE_OUT)" in make
+    dry = subprocess.run(["make", "-n", "test", "PY=python"], capture_output=True, text=True, cwd=PROJECT_ROOT)
+    from kdnb.store_notebooks import smoke_task
+
+    assert f"rm -rf outputs/{smoke_task()}-smoke" in dry.stdout, dry.stdout
+
+
+def test_the_sanitizers_keep_one_decimal_and_drop_progress_bars():
+    from nbval.plugin import get_sanitize_patterns  # as nbval reads the file
+
+    patterns = get_sanitize_patterns(SANITIZE.read_text())
+    assert len(patterns) == 3
+    text = "dev accuracy: 81.34 %\ntrain_loss 0.69312\nteacher 100%|#####| 3/3 [00:01<00:00, 2.1it/s]\n"
+    for regex, replace in patterns:
+        text = re.sub(regex, replace, text)
+    assert text == "dev accuracy: 81.3 %\ntrain_loss 0.6\nPROGRESS-BAR\n"
+
+
+def test_nbval_fails_when_the_teacher_does_not_learn(tmp_path):
+    """The learning mutation: the stored 03_teacher pins a teacher above the majority class; with
+    a learning rate of 1e-12 (no learning) its checked cell differs and nbval fails."""
+    nb = _with_overrides("03_teacher.ipynb", tmp_path, **{"teacher.learning_rate": 1e-12})
+    checked = [c for c in nb.cells if c.source.startswith("# NBVAL_CHECK_OUTPUT") and "learning_table" in c.source]
+    assert checked and "True" in checked[0].outputs[0].text, "the stored teacher must have learned"
+    bad = tmp_path / "03_no_learning.ipynb"
+    nbformat.write(nb, bad)
+    broken = _run_nbval(bad)
+    assert broken.returncode == 1
+    # the checked teacher cell is what fails: its learning line now says False
+    assert "learning_table" in broken.stdout and re.search(r"teacher .*False", broken.stdout), broken.stdout[-3000:]
