@@ -4,21 +4,18 @@ CPU (benchmarks/README.md); on a GPU it is the one device call."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 import torch
 
-from kdnb.config import PROJECT_ROOT
+
+from .conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def runner():
-    spec = importlib.util.spec_from_file_location("gpu_profile_run", PROJECT_ROOT / "benchmarks" / "gpu_profile_run.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("gpu_profile_run")
 
 
 def _tiny_fp16_bert(path):

@@ -3,24 +3,19 @@ adds up (the GPU run itself is the same code at thesis scale)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import datasets
 import numpy as np
 import pytest
 
-from kdnb.config import PROJECT_ROOT
 
-from .conftest import SHARED_DATA
+from .conftest import SHARED_DATA, load_benchmark
 
 
 @pytest.fixture(scope="module")
 def thesis_gpu():
-    spec = importlib.util.spec_from_file_location("thesis_gpu", PROJECT_ROOT / "benchmarks" / "thesis_gpu.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("thesis_gpu")
 
 
 def test_gpt2_tokenizer_is_padded_to_the_asked_vocabulary(thesis_gpu):
