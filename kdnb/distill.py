@@ -283,6 +283,7 @@ def fit(
     pin_memory: Optional[bool] = None,
     cuda_graphs: bool = False,
     select_best: Optional[str] = "max",
+    patience: Optional[int] = None,
 ) -> FitResult:
     """Train ``model`` for ``epochs`` epochs, evaluating and checkpointing as it goes.
 
@@ -329,6 +330,9 @@ def fit(
             weights at the best evaluation, saves it with every checkpoint (so a resumed run keeps
             the same one) and loads it into ``model`` before returning; ``FitResult.best`` names
             it. ``None``: the last weights are returned.
+        patience: with ``select_best``, early stopping: training ends once ``patience``
+            evaluations in a row have not beaten the kept one (None: run every epoch). Derived
+            from the curve, so a resumed run stops where an uninterrupted one does.
 
     Returns:
         :class:`FitResult` with the learning curve; ``curve[i]["step"]`` counts optimiser steps.
@@ -357,6 +361,14 @@ def fit(
         raise ValueError(f"num_workers must be >= 0, got {num_workers!r}.")
     if select_best not in ("max", "min", None):
         raise ValueError(f"select_best must be 'max', 'min' or None, got {select_best!r}.")
+    if patience is not None and (select_best is None or patience < 1):
+        raise ValueError(f"patience needs select_best and must be >= 1, got {patience!r} with select_best "
+                         f"{select_best!r}.")
+
+    def exhausted() -> bool:  # evaluations since the kept one reached the patience
+        if patience is None or result.best is None:
+            return False
+        return sum(1 for c in result.curve if c["step"] > result.best["step"]) >= patience
     micro = batch_size // accum
     ckpt_dir = recover_path(Path(ckpt_dir))  # a kill mid-swap of the checkpoint: the previous one
     state_file = ckpt_dir / "trainer_state.json"
@@ -411,6 +423,8 @@ def fit(
                    for k in range(evals_per_epoch)}
     with Timer() as timer:
         for epoch in range(start_epoch, epochs):
+            if exhausted():
+                break
             generator.manual_seed(seed + epoch)
             loader_generator.manual_seed(seed + epoch)
             skip = skip_batches if epoch == start_epoch else 0
@@ -462,6 +476,8 @@ def fit(
                     bar.set_postfix(loss=f"{mean_loss:.4f}", dev=f"{dev:.4f}")
                     run_sum.zero_()
                     n_running = 0
+                    if exhausted():
+                        break
                 if (save_steps is not None and accelerator.sync_gradients and step % save_steps == 0
                         and batch_no < batches_per_epoch):
                     _save_checkpoint(accelerator, ckpt_dir, epoch, result.curve, resume_key,

@@ -639,9 +639,8 @@ def _pretrain_ptp(cfg: Config, model, labelled: list[dict], ptp_y: np.ndarray, d
     accuracy on the held-out dev PTP labels ``dev_ptp`` (the teacher's predictions on dev,
     labelled with the same threshold); stops once it has not improved for ``peakd.ptp_patience``
     epochs or after ``peakd.ptp_epochs`` (the cap), and returns the encoder of the best epoch
-    (ties: the earlier). AdamW with linear warm-up/decay over the cap (one optimiser across the
-    epochs); each epoch runs through :func:`kdnb.distill.fit` (shuffled with ``seed + epoch``;
-    resumable inside an epoch).
+    (ties: the earlier). AdamW with linear warm-up/decay over the cap; one
+    :func:`kdnb.distill.fit` with ``select_best="max"`` and ``patience`` (resumable mid-epoch).
 
     Returns:
         ``(ptp_model, curve, seconds)``: the :class:`_PTPModel` holding the best encoder (CPU),
@@ -653,37 +652,23 @@ def _pretrain_ptp(cfg: Config, model, labelled: list[dict], ptp_y: np.ndarray, d
     optimizer, scheduler = _optimizer(ptp_model, pc, pc.ptp_epochs * math.ceil(len(labelled) / pc.batch_size))
     collate = _Collate(tokenizer, {"ptp_labels": ptp_y})
     eval_collate = _Collate(tokenizer)
-    lengths = [len(r["input_ids"]) for r in labelled]
-    curve: list[dict] = []
-    best_acc, best_state, since_best, seconds = -1.0, None, 0, 0.0
-    for epoch in range(pc.ptp_epochs):
-        accelerator = make_accelerator(cfg.mixed_precision)
+    accelerator = make_accelerator(cfg.mixed_precision)
 
-        def evaluate_ptp(m) -> float:
-            logits = predict_logits(m, dev_rows, eval_collate, pc.eval_batch_size,
-                                    lambda mm, b: mm(**_inputs(b)), accelerator)
-            return float((logits.argmax(-1).numpy() == dev_ptp).mean())
+    def evaluate_ptp(m) -> float:
+        logits = predict_logits(m, dev_rows, eval_collate, pc.eval_batch_size, lambda mm, b: mm(**_inputs(b)),
+                                accelerator)
+        return float((logits.argmax(-1).numpy() == dev_ptp).mean())
 
-        fr = fit(ptp_model, train_set=labelled, collate_fn=collate, batch_size=pc.batch_size,
-                 loss_fn=lambda m, b: F.cross_entropy(m(**_inputs(b)), b["ptp_labels"]),
-                 optimizer=optimizer, scheduler=scheduler, epochs=1, evaluate=evaluate_ptp,
-                 seed=seed + 1009 * epoch, ckpt_dir=sdir / "ptp_checkpoint", accelerator=accelerator,
-                 evals_per_epoch=1, lengths=lengths, resume_key=f"{key}-ptp-{epoch}",
-                 desc=f"{name} PTP {epoch + 1}", select_best=None)
-        ptp_model = accelerator.unwrap_model(ptp_model)
-        seconds += fr.seconds
-        acc = float(fr.curve[-1]["dev_score"])
-        curve.append({"epoch": epoch + 1, "train_loss": fr.curve[-1].get("train_loss"), "dev_ptp_accuracy": acc})
-        if acc > best_acc:
-            best_acc, since_best = acc, 0
-            best_state = {k: v.detach().cpu().clone() for k, v in ptp_model.state_dict().items()}
-        else:
-            since_best += 1
-            if since_best >= pc.ptp_patience:
-                break
-    ptp_model = ptp_model.cpu()
-    ptp_model.load_state_dict(best_state)
-    return ptp_model, curve, seconds
+    # one fit: the best dev PTP accuracy is kept, and training stops after ptp_patience epochs
+    # without a better one (kdnb.distill.fit's select_best and patience; resumable mid-epoch)
+    fr = fit(ptp_model, train_set=labelled, collate_fn=collate, batch_size=pc.batch_size,
+             loss_fn=lambda m, b: F.cross_entropy(m(**_inputs(b)), b["ptp_labels"]),
+             optimizer=optimizer, scheduler=scheduler, epochs=pc.ptp_epochs, evaluate=evaluate_ptp,
+             seed=seed, ckpt_dir=sdir / "ptp_checkpoint", accelerator=accelerator, evals_per_epoch=1,
+             lengths=[len(r["input_ids"]) for r in labelled], resume_key=f"{key}-ptp", desc=f"{name} PTP",
+             select_best="max", patience=pc.ptp_patience)
+    curve = [{"epoch": c["epoch"], "train_loss": c["train_loss"], "dev_ptp_accuracy": c["dev_score"]} for c in fr.curve]
+    return accelerator.unwrap_model(ptp_model).cpu(), curve, fr.seconds
 
 
 class _LayerSelect:

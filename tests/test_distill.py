@@ -155,6 +155,23 @@ def test_select_best_survives_a_resume(tmp_path, one_thread):
     assert all(torch.equal(a, b) for a, b in zip(w_whole, w_resumed))
 
 
+def test_patience_stops_after_evaluations_without_a_better_one(tmp_path, one_thread):
+    scores = iter([1.0, 5.0, 4.0, 3.0, 9.0, 9.0, 9.0, 9.0, 9.0])
+
+    def fit_patient(ckpt, patience):
+        x, y, rows = _regression()
+        model = torch.nn.Linear(5, 1)
+        return fit(model, train_set=rows, collate_fn=_collate, batch_size=8,
+                   loss_fn=lambda m, b: torch.nn.functional.mse_loss(m(b["x"]), b["y"]),
+                   optimizer=torch.optim.SGD(model.parameters(), lr=0.01), epochs=3, evaluate=lambda m: next(scores),
+                   seed=1, ckpt_dir=ckpt, accelerator=make_accelerator(), evals_per_epoch=3, patience=patience)
+
+    res = fit_patient(tmp_path / "a", 2)  # best 5.0 (2nd), then 4.0 and 3.0: stop after the 4th evaluation
+    assert [c["dev_score"] for c in res.curve] == [1.0, 5.0, 4.0, 3.0] and res.best["dev_score"] == 5.0
+    with pytest.raises(ValueError, match="patience needs select_best"):
+        fit_patient(tmp_path / "c", 0)
+
+
 def test_select_best_rejects_an_unknown_mode(tmp_path):
     with pytest.raises(ValueError, match="select_best must be 'max', 'min' or None"):
         _fit(tmp_path / "ck", select_best="best")

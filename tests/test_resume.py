@@ -32,7 +32,8 @@ _OVER = {
                      "bert_student.num_heads": 2, "bert_student.epochs": 2, "bert_student.warmup_epochs": 0.5,
                      "bert_student.batch_size": 8, "bert_student.max_length": 32},
     "peakd": {"peakd.epochs": 2, "peakd.ptp_epochs": 2, "peakd.batch_size": 8, "peakd.max_length": 32,
-              "peakd.learning_rate": 1e-3, "peakd.ptp_threshold": 0.51},
+              "peakd.learning_rate": 1e-3, "peakd.ptp_threshold": 0.51,
+              "peakd.init": "teacher"},  # the tiny random teacher is no cut of the packaged pre-trained model
     "gpt2": {"augment.gpt2.epochs": 2, "augment.gpt2.batch_size": 8, "augment.gpt2.save_steps": 2,
              "augment.gpt2.scratch_n_embd": 16, "augment.gpt2.scratch_vocab_size": 300},
 }
