@@ -23,7 +23,7 @@ TASKS   ?= cola sst2 sara
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
-	@echo "  variables: TASK=cola|sst2|sara|rte  TASKS=\"cola sst2 sara\"  PROFILE=cpu|smoke|thesis|gpu|ablation|kdzoo|peakd  FORCE=1  DATA_DIR=path  ARGS=\"--set teacher.epochs=1\""
+	@echo "  variables: TASK=cola|sst2|sara|rte  TASKS=\"cola sst2 sara\"  PROFILE=cpu|seeds|smoke|thesis|gpu|ablation|kdzoo|peakd|explore  FORCE=1  DATA_DIR=path  ARGS=\"--set teacher.epochs=1\""
 
 setup: $(VENV)/.installed ## create .venv with the pinned requirements (torch==2.13.0) and kdnb editable
 
