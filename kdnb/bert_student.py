@@ -768,7 +768,7 @@ def kd_ablation(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets.Datas
     rows differ only in the objective. ``done`` is the BERT student already trained with
     ``bert_student.loss``: with ``ce`` or ``kl`` it is the ``kl`` row (soft cross-entropy and
     KL differ by a constant, so their gradients are identical) instead of a second identical
-    run. Students are ``<out>/students/bert_kd_<method>/``. ``bilstm`` (the BiLSTM student of
+    run; trained with a ``method`` (``bert_student.method``), it is that method's row. Students are ``<out>/students/bert_kd_<method>/``. ``bilstm`` (the BiLSTM student of
     notebook 04), if given, is the first row, for comparison. Writes ``<out>/kd_ablation.csv``
     (:func:`kdnb.report.save_table`).
 
@@ -811,6 +811,9 @@ def kd_ablation(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets.Datas
         if method == "kl" and done is not None and done.method is None and bc.loss in ("ce", "kl"):
             res = done
             objective = f"{bc.loss} at T={bc.temperature:g} (the BERT student run; same gradients as KL·T²)"
+        elif done is not None and method == done.method:  # notebook 04's student ran this very method
+            res = done
+            objective = f"{objective} (the BERT student run)"
         else:
             res = distill_bert_student(cfg, transfer_set, dsd, name=f"bert_kd_{method}", method=method, force=force)
         rows.append(row(student, method, objective, res, res.n_params_non_embedding,

@@ -121,7 +121,7 @@ class BertStudentConfig:
     (thesis: 5, 204, 750, 3); its input embeddings are the teacher's WordPiece matrix
     (``V × E``) followed by a linear map ``E → hidden_size``. Trained on the teacher's logits
     with ``loss`` (``ce``: soft cross-entropy at ``temperature``, the thesis' T = 3; ``kl``;
-    ``mse``), Adam (``weight_decay`` 0) lr 5e-4, batch 256, 60 epochs, the learning rate
+    ``mse``; ``mse_sum``, Tang et al. 2019 eq. 2 summed over the classes), Adam (``weight_decay`` 0) lr 5e-4, batch 256, 60 epochs, the learning rate
     warmed up linearly over ``warmup_epochs`` (10) then decayed linearly to 0, max length 128.
     ``init: teacher`` copies the teacher's embeddings, first ``num_layers`` layers and pooler
     (the PKD / Pea-KD setting; needs the teacher's hidden, intermediate and head sizes).
@@ -164,7 +164,7 @@ class BertStudentConfig:
                               f"{self.hidden_size} and {self.num_heads}.")
         _choice("bert_student.init", self.init, ("random", "teacher"))
         _choice("bert_student.embedding_mode", self.embedding_mode, ("static", "non-static"))
-        _choice("bert_student.loss", self.loss, ("ce", "kl", "mse"))
+        _choice("bert_student.loss", self.loss, ("ce", "kl", "mse", "mse_sum"))
         _fraction("bert_student.dropout", self.dropout)
         if self.weight_decay < 0:
             raise ConfigError(f"key 'bert_student.weight_decay': must be >= 0, got {self.weight_decay!r}.")

@@ -334,3 +334,21 @@ def test_teacher_fidelity_from_the_saved_predictions(tmp_path):
     agreement, kl = B.teacher_fidelity(cfg, "s")
     assert agreement == 0.5                                              # same class on 1 of 2 sentences
     assert kl == pytest.approx((0.75 * np.log(1.5) + 0.25 * np.log(0.5)) / 2, rel=1e-6)  # KL(3/4,1/4 ‖ 1/2,1/2), 0
+
+
+def test_the_summed_logit_mse_objective_is_c_times_the_mean(tokenizer):
+    """``bert_student.loss: mse_sum`` (Tang et al. 2019 eq. 2 as written) is the squared error
+    summed over the C classes: C times ``mse`` on the same student and batch, by hand too."""
+    teacher = _teacher(len(tokenizer)).requires_grad_(False)
+    rows = [{"sentence": s, "teacher_logits": [2.0, -1.0, 0.5], "label": -1} for s in ("a b c", "the cat sat")]
+    batch = B.BertStudentCollate(tokenizer, 32)(rows)
+    losses = {}
+    for loss in ("mse", "mse_sum"):
+        cfg = load_config("cola", "smoke", overrides={**TINY, "bert_student.loss": loss, "bert_student.method": None})
+        torch.manual_seed(0)
+        model = B.DistillationModel(B.build_bert_student(cfg.bert_student, 3, teacher).eval(), [], 32)
+        losses[loss] = B.make_objective(cfg, None)(model, batch).item()
+        z = B._logits(model, batch).detach()
+    by_hand = ((z - torch.tensor([[2.0, -1.0, 0.5]] * 2)) ** 2).sum(-1).mean().item()
+    assert losses["mse_sum"] == pytest.approx(by_hand, rel=1e-5)
+    assert losses["mse_sum"] == pytest.approx(3 * losses["mse"], rel=1e-5)
