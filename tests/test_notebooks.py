@@ -40,11 +40,22 @@ def test_stored_notebook_is_in_sync_with_its_py_and_carries_smoke_outputs(path):
 SANITIZE = NOTEBOOKS_DIR / "nbval_sanitize.cfg"
 
 
-def _run_nbval(nb_path):
+def _start_nbval(nb_path, threads=None):
     env = {**os.environ, **QUIET}  # as `make test` runs nbval
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
-                           "--nbval-sanitize-with", str(SANITIZE), str(nb_path)],
-                          capture_output=True, text=True, cwd=nb_path.parent, timeout=600, env=env)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
+                             "--nbval-sanitize-with", str(SANITIZE), str(nb_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=nb_path.parent, env=env)
+
+
+def _run_nbval(*nb_paths):
+    """nbval on each notebook, side by side (one thread each when more than one); ``(returncode,
+    output)`` per notebook."""
+    procs = [_start_nbval(p, threads=1 if len(nb_paths) > 1 else None) for p in nb_paths]
+    out = [(p, p.communicate(timeout=600)[0]) for p in procs]
+    runs = [subprocess.CompletedProcess(p.args, p.returncode, stdout) for p, stdout in out]
+    return runs if len(runs) > 1 else runs[0]
 
 
 def _with_overrides(name, tmp_path, **extra):
@@ -56,9 +67,9 @@ def _with_overrides(name, tmp_path, **extra):
 
 
 def test_nbval_fails_when_a_checked_output_changes(tmp_path):
-    nb = _with_overrides("01_data_prep.ipynb", tmp_path)
     good = tmp_path / "good.ipynb"
-    nbformat.write(nb, good)
+    nbformat.write(_with_overrides("01_data_prep.ipynb", tmp_path / "good"), good)
+    nb = _with_overrides("01_data_prep.ipynb", tmp_path / "bad")  # its own output folder: both run at once
     checked = next(c for c in nb.cells if c.source.startswith("# NBVAL_CHECK_OUTPUT"))
     stream = next(o for o in checked.outputs if o.output_type == "stream")
     assert "67349" in stream.text  # SST-2's training sentences
@@ -66,9 +77,8 @@ def test_nbval_fails_when_a_checked_output_changes(tmp_path):
     bad = tmp_path / "bad.ipynb"
     nbformat.write(nb, bad)
 
-    ok = _run_nbval(good)
+    ok, broken = _run_nbval(good, bad)
     assert ok.returncode == 0, ok.stdout[-2000:]
-    broken = _run_nbval(bad)
     assert broken.returncode == 1 and "67348" in broken.stdout
 
 
@@ -97,7 +107,8 @@ def test_nbval_fails_when_the_teacher_does_not_learn(tmp_path):
     a learning rate of 1e-12 (no learning) its checked cell differs and nbval fails."""
     # no augmented sets in the fresh output folder: label the training set only (the transfer-set cell
     # then differs too, but raises nothing, so the learning table's cell is compared as well)
-    nb = _with_overrides("03_teacher.ipynb", tmp_path, **{"teacher.learning_rate": 1e-12,
+    # (one epoch: the stored curve has two, so that cell differs too; the learning table is what matters)
+    nb = _with_overrides("03_teacher.ipynb", tmp_path, **{"teacher.learning_rate": 1e-12, "teacher.epochs": 1,
                                                           "augment.transfer_set": "none", "augment.ablation": False})
     checked = [c for c in nb.cells if c.source.startswith("# NBVAL_CHECK_OUTPUT") and "learning_table" in c.source]
     assert checked and "True" in checked[0].outputs[0].text, "the stored teacher must have learned"
@@ -108,6 +119,7 @@ def test_nbval_fails_when_the_teacher_does_not_learn(tmp_path):
     # the checked teacher cells are among what fails: the learning table's and the dev score's
     assert "learning_table" in broken.stdout and "Cell execution caused an exception" not in broken.stdout, \
         broken.stdout[-3000:]
+    assert "False" in broken.stdout, broken.stdout[-3000:]  # what the replay got: the teacher has not learned
 
 
 def test_the_stored_students_notebook_pins_three_models_that_learned():
