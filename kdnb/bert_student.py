@@ -768,8 +768,9 @@ def kd_ablation(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets.Datas
     rows differ only in the objective. ``done`` is the BERT student already trained with
     ``bert_student.loss``: with ``ce`` or ``kl`` it is the ``kl`` row (soft cross-entropy and
     KL differ by a constant, so their gradients are identical) instead of a second identical
-    run; trained with a ``method`` (``bert_student.method``), it is that method's row. Students are ``<out>/students/bert_kd_<method>/``. ``bilstm`` (the BiLSTM student of
-    notebook 04), if given, is the first row, for comparison. Writes ``<out>/kd_ablation.csv``
+    run; trained with a ``method`` (``bert_student.method``), it is that method's row. Students
+    are ``<out>/students/bert_kd_<method>/``. ``bilstm`` (the BiLSTM student of notebook 04), if
+    given, is the first row, for comparison. Writes ``<out>/kd_ablation.csv``
     (:func:`kdnb.report.save_table`).
 
     Returns:

@@ -352,3 +352,13 @@ def test_the_summed_logit_mse_objective_is_c_times_the_mean(tokenizer):
     by_hand = ((z - torch.tensor([[2.0, -1.0, 0.5]] * 2)) ** 2).sum(-1).mean().item()
     assert losses["mse_sum"] == pytest.approx(by_hand, rel=1e-5)
     assert losses["mse_sum"] == pytest.approx(3 * losses["mse"], rel=1e-5)
+
+
+def test_kd_ablation_reuses_the_bert_student_run_for_the_method_it_ran(tmp_path, tokenizer, dsd, one_thread):
+    cfg, transfer, small = _setup(tmp_path, tokenizer, dsd, **{"kd_ablation.methods": ["alpha_mix", "mse"]})
+    main = B.distill_bert_student(cfg, transfer, small, method="alpha_mix")
+    table = B.kd_ablation(cfg, transfer, small, done=main).set_index("method")
+    assert not (cfg.out / "students" / "bert_kd_alpha_mix").exists()    # the BERT student run is that row
+    assert table.loc["alpha_mix", "dev MCC (%)"] == round(100 * main.dev_score, 1)
+    assert "(the BERT student run)" in table.loc["alpha_mix", "objective"]
+    assert (cfg.out / "students" / "bert_kd_mse" / "result.json").is_file()  # another method still trains
