@@ -122,7 +122,8 @@ class BertStudentConfig:
     (``V × E``) followed by a linear map ``E → hidden_size``. Trained on the teacher's logits
     with ``loss`` (``ce``: soft cross-entropy at ``temperature``, the thesis' T = 3; ``kl``;
     ``mse``; ``mse_sum``, Tang et al. 2019 eq. 2 summed over the classes), Adam (``weight_decay``
-    0) lr 5e-4, batch 256, 60 epochs, the learning rate warmed up linearly over ``warmup_epochs`` (10) then decayed linearly to 0, max length 128.
+    0) lr 5e-4, batch 256, 60 epochs, the learning rate warmed up linearly over
+    ``warmup_epochs`` (10) then decayed linearly to 0, max length 128.
     ``init: teacher`` copies the teacher's embeddings, first ``num_layers`` layers and pooler
     (the PKD / Pea-KD setting; needs the teacher's hidden, intermediate and head sizes).
     ``embedding_mode: static`` freezes the WordPiece matrix (the projection still trains).
