@@ -52,9 +52,8 @@ probing: setup ## only the SentEval probing notebook (05) for TASK, on the saved
 NBVAL = $(QUIET) $(PY) -m pytest --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 SMOKE_OUT = outputs/$(shell sed -n 's/^task = "\(.*\)"$$/\1/p' notebooks/01_data_prep.py)-smoke
 
-PYTEST_WORKERS ?= 2
-test: setup ## unit tests (PYTEST_WORKERS processes, 1 thread each) + nbval replay of the stored smoke notebooks (fresh outputs/<task>-smoke)
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile tests
+test: setup ## unit tests + nbval replay of the stored smoke-profile notebooks (into a fresh outputs/<task>-smoke)
+	$(PY) -m pytest tests
 	rm -rf $(SMOKE_OUT)
 	$(NBVAL) notebooks
 

@@ -108,7 +108,7 @@ if cfg.augment.size_ablation and cfg.bilstm.enabled:
 # the student's width; trained on the teacher's soft targets (cross-entropy at T = 3; Adam
 # 5e-4, batch 256, 60 epochs with 10 warm-up epochs). `init: teacher` starts it from the
 # teacher's first layers instead (PKD / Pea-KD setting). Sentence pairs are encoded
-# `[CLS] a [SEP] b [SEP]`. The `cpu` profile trains the teacher's first 2 layers (Sara: 3)
+# `[CLS] a [SEP] b [SEP]`. The `cpu` profile trains the teacher's first 2 layers (CoLA, Sara: 3)
 # with the WordPiece matrix frozen on an α-mix of soft targets and gold labels (where the
 # transfer set has them) for one pass over the transfer set (Sara: 6, at lr 2e-4): a randomly initialised
 # 5 × 204 student needs tens of epochs, which 2 CPU cores cannot give it in a 20-minute report.
