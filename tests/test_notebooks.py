@@ -107,8 +107,10 @@ def test_nbval_fails_when_the_teacher_does_not_learn(tmp_path):
     a learning rate of 1e-12 (no learning) its checked cell differs and nbval fails."""
     # no augmented sets in the fresh output folder: label the training set only, and one epoch (the
     # transfer-set and curve cells then differ too, but raise nothing, so the learning table is compared)
+    # and 64 training sentences (4 steps): the learning table still compares the teacher with the majority class
     nb = _with_overrides("03_teacher.ipynb", tmp_path, **{"teacher.learning_rate": 1e-12, "teacher.epochs": 1,
-                                                          "augment.transfer_set": "none", "augment.ablation": False})
+                                                          "train_limit": 64, "augment.transfer_set": "none",
+                                                          "augment.ablation": False})
     checked = [c for c in nb.cells if c.source.startswith("# NBVAL_CHECK_OUTPUT") and "learning_table" in c.source]
     assert checked and "True" in checked[0].outputs[0].text, "the stored teacher must have learned"
     bad = tmp_path / "03_no_learning.ipynb"
