@@ -22,23 +22,19 @@ export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TQDM_DISABLE=1 TOKENIZERS_PARALLELISM
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/device.txt"
 python3 -c "import torch, transformers, datasets; print('torch', torch.__version__, 'transformers', transformers.__version__, 'datasets', datasets.__version__)" | tee -a "$OUT/device.txt"
 [ "${CRASH_TESTS:-1}" = 1 ] && python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py 2>&1 | tee "$OUT/crash_tests.log"
-run() {  # task name sentences
-  python3 benchmarks/gpu_profile_run.py --task "$1" --teacher outputs/gpu_carry/teacher_fp16 \
-    --data-dir outputs/gpu_carry/data --out "$OUT" --name "$2" \
-    --set "output_dir=/tmp/kdnb-gpu-$1" "augment.gpt2.n_sentences=$3" bilstm.epochs=6 \
+run() {  # task sentences [seconds; 0: no limit]
+  timeout "${3:-0}" python3 benchmarks/gpu_profile_run.py --task "$1" --teacher outputs/gpu_carry/teacher_fp16 \
+    --data-dir outputs/gpu_carry/data --out "$OUT" --name "h200_$1_gpu_reduced" \
+    --set "output_dir=/tmp/kdnb-gpu-$1" "augment.gpt2.n_sentences=$2" bilstm.epochs=6 \
     bert_student.epochs=10 bert_student.warmup_epochs=1.67 2>&1 | grep -av "it/s"
 }
-first=1
-for spec in ${TASKS:-cola:200000 sara:100000}; do  # task:sentences; the first runs in full, the others in the time left
+left=  # seconds left of BUDGET_S: unset for the first task of TASKS, which runs in full
+for spec in ${TASKS:-cola:200000 sara:100000}; do  # task:sentences
   task=${spec%%:*}; n=${spec##*:}
-  if [ "$first" = 1 ]; then
-    run "$task" "h200_${task}_gpu_reduced" "$n"; first=0; continue
+  if [ -n "$left" ] && [ "$left" -le 90 ]; then
+    echo "[gpu_device_call] ${left} s left of ${BUDGET_S}: $task skipped"; continue
   fi
+  run "$task" "$n" "${left:-0}"
   left=$((BUDGET_S - SECONDS))
-  if [ "$left" -gt 90 ]; then
-    timeout "$left" bash -c "$(declare -f run); OUT='$OUT'; run $task h200_${task}_gpu_reduced $n"
-  else
-    echo "[gpu_device_call] ${left} s left of ${BUDGET_S}: $task skipped"
-  fi
 done
 echo "[gpu_device_call] ${SECONDS} s"
