@@ -587,6 +587,7 @@ def distill_peakd(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets.Dat
                                        "effective_layers": depth, "num_labels": model.config.num_labels,
                                        "rebuild": "kdnb.peakd.load_student"})
     _write_csv(pd.DataFrame(fr.curve), sdir / "learning_curve.csv")
+    model.to(accelerator.device)  # saved from the CPU above; predicted where the batches go (a GPU)
     dev_logits = predict_logits(model, dev_rows, eval_collate, pc.eval_batch_size, _logits, accelerator).numpy()
     _write_predictions(dev, dev_logits, sdir / "dev_predictions.csv")
     test_score = None
