@@ -57,8 +57,8 @@ test: setup ## unit tests + nbval replay of the stored smoke-profile notebooks (
 	rm -rf $(SMOKE_OUT)
 	$(NBVAL) notebooks
 
-lab: setup ## open JupyterLab on the notebooks
-	$(VENV)/bin/jupyter lab notebooks
+lab: setup ## open JupyterLab on the notebooks (as root, e.g. in a container, it adds --allow-root)
+	$(VENV)/bin/jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 notebooks: setup ## re-execute the stored notebooks with the smoke profile (refreshes what nbval checks)
 	$(PY) -m kdnb.store_notebooks

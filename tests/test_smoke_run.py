@@ -60,6 +60,14 @@ def runs(tmp_path_factory):
     return root
 
 
+def test_kernels_start_without_transport_warnings(runs):
+    # the notebooks' kernels talk over ipc (kdnb.pipeline.ipc_kernel_manager): over tcp, ipykernel
+    # warns at every kernel start, into the stderr that make report shows
+    log = (runs / "a.stderr").read_text()
+    assert "without encryption" not in log and "running over TCP" not in log, log[-2000:]
+    assert (runs / "a" / "notebooks" / "04_students.ipynb").is_file()
+
+
 def _model_dir(out: Path, name: str) -> Path:
     return out / "teacher" if name == "teacher" else out / "students" / name
 
