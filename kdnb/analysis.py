@@ -542,8 +542,27 @@ def explore_embeddings(cfg: Config, transfer, dsd, embeddings: Sequence[str] = E
     return pd.DataFrame(rows)
 
 
+def exploration_set(cfg: Config):
+    """The rows the exploration (both optuna studies and the embedding grid) trains on: the
+    transfer set of notebook 04 (``augment.transfer_set``), or ``analysis.explore_rows`` of its
+    rows drawn at random with ``cfg.seed`` — the same rows for every trial, so trials differ only
+    in their parameters. The thesis explored on the whole transfer set on a GPU; a subset keeps
+    the ``explore`` profile within an hour per task on 2 CPU cores.
+
+    Raises:
+        StageInputError: no labelled transfer set (notebooks 02 and 03).
+    """
+    from .augment import load_transfer_set
+
+    transfer = load_transfer_set(cfg)
+    n = cfg.analysis.explore_rows
+    if n is None or n >= len(transfer):
+        return transfer
+    return transfer.shuffle(seed=cfg.seed).select(range(n))
+
+
 def embedding_exploration(cfg: Config) -> pd.DataFrame:
-    """:func:`explore_embeddings` on the transfer set of notebook 04 (``augment.transfer_set``)
+    """:func:`explore_embeddings` on :func:`exploration_set` (the transfer set of notebook 04)
     when ``analysis.explore_embeddings`` (else an empty frame), with ``best dev (%)`` and
     ``final dev (%)`` added.
 
@@ -552,10 +571,9 @@ def embedding_exploration(cfg: Config) -> pd.DataFrame:
     """
     if not cfg.analysis.explore_embeddings:
         return pd.DataFrame()
-    from .augment import load_transfer_set
     from .data import load_task
 
-    table = explore_embeddings(cfg, load_transfer_set(cfg), load_task(cfg.task, cfg.data_path))
+    table = explore_embeddings(cfg, exploration_set(cfg), load_task(cfg.task, cfg.data_path))
     table["best dev (%)"] = (100 * table["best dev"]).round(1)
     table["final dev (%)"] = (100 * table["final dev"]).round(1)
     return table
@@ -563,8 +581,8 @@ def embedding_exploration(cfg: Config) -> pd.DataFrame:
 
 def size_map_trials(cfg: Config, student: str) -> pd.DataFrame:
     """Run (or resume) the optuna study of ``student`` (``bilstm``: :func:`explore_bilstm`;
-    ``bert_student``: :func:`explore_bert_student`) on the transfer set of notebook 04
-    (``augment.transfer_set``) and return its :func:`study_table` plus ``best dev (%)`` (and, for
+    ``bert_student``: :func:`explore_bert_student`) on :func:`exploration_set` (the transfer set
+    of notebook 04) and return its :func:`study_table` plus ``best dev (%)`` (and, for
     the BiLSTM, ``embedding`` as "type, mode"), ready for :func:`kdnb.figures.plot_size_map` with
     the axes of :data:`SIZE_MAPS`. An empty table when ``analysis.<trials_key>`` is 0.
 
@@ -576,11 +594,10 @@ def size_map_trials(cfg: Config, student: str) -> pd.DataFrame:
         raise ValueError(f"unknown student {student!r}; known: {', '.join(SIZE_MAPS)}")
     if getattr(cfg.analysis, SIZE_MAPS[student]["trials_key"]) <= 0:
         return pd.DataFrame()
-    from .augment import load_transfer_set
     from .data import load_task
 
     explore = explore_bilstm if student == "bilstm" else explore_bert_student
-    trials = study_table(explore(cfg, load_transfer_set(cfg), load_task(cfg.task, cfg.data_path)))
+    trials = study_table(explore(cfg, exploration_set(cfg), load_task(cfg.task, cfg.data_path)))
     if len(trials):
         if student == "bilstm":
             trials["embedding"] = trials["embedding"] + ", " + trials["embedding_mode"]

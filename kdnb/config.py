@@ -488,7 +488,9 @@ class AnalysisConfig:
     from ``optuna_bert_widths`` (thesis' student: 204) and its depth from 1 to
     ``optuna_bert_max_layers`` (thesis' student: 5). ``explore_embeddings``: the BiLSTM's
     embedding type × mode grid (:func:`kdnb.analysis.explore_embeddings`; the ``explore``
-    profile turns it and both studies on).
+    profile turns it and both studies on). ``explore_rows``: the studies and the grid train on
+    this many rows of the transfer set, drawn once at random (:func:`kdnb.analysis.exploration_set`;
+    None: all rows, as the thesis).
     """
 
     bench: bool = True
@@ -509,6 +511,7 @@ class AnalysisConfig:
     optuna_epochs: int = 2
     optuna_timeout_s: Optional[float] = None
     explore_embeddings: bool = False  # the BiLSTM's embedding type × mode grid (kdnb.analysis.explore_embeddings)
+    explore_rows: Optional[int] = None  # the exploration trains on this many transfer-set rows (None: all)
 
     def validate(self) -> None:
         for k in ("bench_batch_size", "bench_max_length", "bench_repeats", "bench_large_repeats",
@@ -520,6 +523,7 @@ class AnalysisConfig:
                               f"got {self.optuna_bert_widths!r}.")
         _positive("analysis.bench_threads", self.bench_threads, allow_none=True)
         _positive("analysis.optuna_timeout_s", self.optuna_timeout_s, allow_none=True)
+        _positive("analysis.explore_rows", self.explore_rows, allow_none=True)
         if self.bench_warmup < 0:
             raise ConfigError(f"key 'analysis.bench_warmup': must be >= 0, got {self.bench_warmup!r}.")
         for k in ("optuna_trials", "optuna_bert_trials"):

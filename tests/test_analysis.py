@@ -331,6 +331,25 @@ def test_embedding_type_by_mode_exploration_is_resumable(tmp_path):
     assert not load_config("cola", "cpu").analysis.explore_embeddings
 
 
+def test_exploration_trains_on_a_fixed_random_subset_of_the_transfer_set(monkeypatch):
+    import datasets
+
+    import kdnb.augment
+
+    transfer = datasets.Dataset.from_dict({"sentence": [f"s{i}" for i in range(100)], "label": [i % 2 for i in range(100)]})
+    monkeypatch.setattr(kdnb.augment, "load_transfer_set", lambda cfg, name=None: transfer)
+    cfg = load_config("cola", "smoke", overrides={"analysis.explore_rows": 30})
+    rows = analysis.exploration_set(cfg)
+    assert len(rows) == 30 and len(set(rows["sentence"])) == 30
+    assert rows["sentence"] != transfer["sentence"][:30]                      # drawn at random, not the first rows
+    assert analysis.exploration_set(cfg)["sentence"] == rows["sentence"]       # the same rows every time
+    assert analysis.exploration_set(cfg.with_seed(43))["sentence"] != rows["sentence"]
+    assert len(analysis.exploration_set(load_config("cola", "smoke"))) == 100  # None: the whole set
+    assert len(analysis.exploration_set(load_config("cola", "smoke", overrides={"analysis.explore_rows": 500}))) == 100
+    with pytest.raises(ConfigError, match="analysis.explore_rows"):
+        load_config("cola", "smoke", overrides={"analysis.explore_rows": 0})
+
+
 def _optuna_stand_in(tmp_path, **overrides):
     """Smoke config under ``tmp_path``, the packaged BERT (untrained head) as the teacher, 64 dev
     sentences and a transfer set of 32 training sentences with random teacher logits."""
