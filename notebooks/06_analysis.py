@@ -193,7 +193,9 @@ speed_png
 # ## Hyperparameter exploration of the BiLSTM student (optuna)
 #
 # Learning rate, batch size, embedding type and mode, and width (the thesis' size maps),
-# each trial distilled for `analysis.optuna_epochs` epochs; the study lives in
+# each trial distilled for `analysis.optuna_epochs` epochs on `analysis.explore_rows` rows of the
+# transfer set drawn once at random (all rows if unset; the `explore` profile: 8,000, so that
+# the exploration fits 2 CPU cores — the thesis explored on the whole set); the study lives in
 # `outputs/<task>/optuna.db` and resumes where it stopped.
 
 # %%
@@ -216,7 +218,7 @@ size_map_png
 # As the thesis' exploration (after Tang et al. 2019 and Kim 2014): word2vec vectors (trained
 # with gensim on the transfer set, or `bilstm.word2vec.path`) vs the teacher's WordPiece
 # embeddings, each static, non-static and multichannel, each BiLSTM distilled for
-# `analysis.optuna_epochs` epochs. Runs when `analysis.explore_embeddings` (the `explore`
+# `analysis.optuna_epochs` epochs on the same `analysis.explore_rows` rows. Runs when `analysis.explore_embeddings` (the `explore`
 # profile); the students are kept under `outputs/<task>/explore/` and reused.
 
 # %%
