@@ -36,6 +36,42 @@ def notebooks(only: Optional[Sequence[str]] = None) -> list[Path]:
     return nbs
 
 
+def strip_progress(nb) -> int:
+    """Drop progress-bar updates and tqdm's "IProgress not found" warning from the stderr outputs
+    of an executed notebook (an ``nbformat`` node, changed in place): a progress bar redraws
+    itself with carriage returns, so every stderr line holding a ``\r`` is an update (a CoLA
+    report's notebook 04 held ≈ 3,000 of them). Other stderr text (warnings, logs) stays; an
+    output left empty is removed.
+
+    Returns:
+        The number of outputs removed.
+    """
+    removed = 0
+    for cell in nb.cells:
+        if cell.get("cell_type") != "code":
+            continue
+        kept_outputs = []
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                lines, skip_import = [], False
+                for line in out.get("text", "").split("\n"):
+                    if skip_import and line.lstrip().startswith("from .autonotebook import"):
+                        skip_import = False
+                        continue
+                    skip_import = "TqdmWarning: IProgress not found" in line
+                    if skip_import or "\r" in line:
+                        continue
+                    lines.append(line)
+                text = "\n".join(lines)
+                if not text.strip():
+                    removed += 1
+                    continue
+                out["text"] = text
+            kept_outputs.append(out)
+        cell["outputs"] = kept_outputs
+    return removed
+
+
 def ipc_kernel_manager():
     """The kernel manager papermill starts each notebook's kernel with: jupyter_client's
     ``AsyncKernelManager`` on the ``ipc`` transport (Unix sockets beside the connection file in
@@ -60,6 +96,7 @@ def run(task: str, profile: str = "cpu", data_dir: Optional[str] = None, force: 
         KdnbError: bad parameters or data (nothing has been written yet).
         StageFailed: a notebook raised (its outputs are not written).
     """
+    import nbformat
     import papermill as pm
 
     cfg = load_config(task, profile, data_dir=data_dir, overrides=overrides)
@@ -83,8 +120,10 @@ def run(task: str, profile: str = "cpu", data_dir: Optional[str] = None, force: 
                                 **({"kernel_manager_class": kernel_manager} if kernel_manager else {}))
         except pm.PapermillExecutionError as e:
             raise StageFailed(nb.name, executed, f"{e.ename}: {e.evalue}") from None
+        done = nbformat.read(executed, as_version=4)
+        strip_progress(done)  # the terminal showed the bars; the stored notebook keeps results
         with atomic_path(out_dir / nb.name) as tmp:
-            shutil.copyfile(executed, tmp)
+            nbformat.write(done, str(tmp))
         shutil.rmtree(scratch, ignore_errors=True)
         record_stage(cfg, f"notebook {nb.stem}", time.perf_counter() - t0)
     print(f"[kdnb] report: {write_html_report(cfg)}", flush=True)

@@ -136,3 +136,29 @@ def test_a_checkpoint_of_other_parameters_is_not_resumed(trained):
     (ckpt / "trainer_state.json").write_text(json.dumps({"epochs_done": 1, "curve": [], "resume_key": "other"}))
     result = distill_bilstm(cfg, transfer, dsd, name="stale")  # would fail loading the missing state
     assert len(result.curve) == cfg.bilstm.epochs and not ckpt.exists()
+
+
+def test_executed_notebooks_keep_results_but_not_progress_bars():
+    import nbformat
+
+    from kdnb.pipeline import strip_progress
+
+    def stream(name, text):
+        return nbformat.v4.new_output("stream", name=name, text=text)
+
+    cell = nbformat.v4.new_code_cell("train()")
+    cell.outputs = [
+        stream("stderr", "/x/tqdm/auto.py:21: TqdmWarning: IProgress not found. Please update jupyter\n"
+                         "  from .autonotebook import tqdm as notebook_tqdm\n"),
+        stream("stderr", "\rbilstm epoch 1/3:   0%|          | 0/770 [00:00<?, ?it/s]"),
+        stream("stderr", "\rbilstm epoch 1/3:  50%|#####     | 385/770 [00:30<00:30, 12.8it/s]\n"
+                         "UserWarning: a real warning\n"),
+        stream("stdout", "[kdnb] bilstm: dev 0.218\n"),
+        nbformat.v4.new_output("execute_result", data={"text/plain": "0.218"}, execution_count=1),
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# x"), cell])
+    assert strip_progress(nb) == 2
+    texts = [o.get("text") for o in cell.outputs]
+    assert texts == ["UserWarning: a real warning\n", "[kdnb] bilstm: dev 0.218\n", None]
+    assert cell.outputs[-1]["data"]["text/plain"] == "0.218"
+    assert strip_progress(nb) == 0  # nothing left to strip
