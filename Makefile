@@ -6,6 +6,7 @@ PYTHON  ?= python3
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 FORCE   ?=
+QUIET   ?=
 ARGS    ?=
 DATA_DIR ?=
 # No model hub at run time by default; set HF_HUB_OFFLINE=0 to let transformers download.
@@ -14,8 +15,8 @@ export TOKENIZERS_PARALLELISM ?= false
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
 # nbval replays the notebooks as `make notebooks` stored them: no progress bars or warnings
-QUIET = TQDM_DISABLE=1 HF_DATASETS_DISABLE_PROGRESS_BARS=1 TRANSFORMERS_VERBOSITY=error PYTHONWARNINGS=ignore
-PIPELINE_ARGS = --task $(TASK) --profile $(PROFILE) $(if $(FORCE),--force) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(ARGS)
+QUIET_ENV = TQDM_DISABLE=1 HF_DATASETS_DISABLE_PROGRESS_BARS=1 TRANSFORMERS_VERBOSITY=error PYTHONWARNINGS=ignore
+PIPELINE_ARGS = --task $(TASK) --profile $(PROFILE) $(if $(FORCE),--force) $(if $(QUIET),--quiet) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(ARGS)
 
 TASKS   ?= cola sst2 sara
 
@@ -23,7 +24,7 @@ TASKS   ?= cola sst2 sara
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
-	@echo "  variables: TASK=cola|sst2|sara|rte  TASKS=\"cola sst2 sara\"  PROFILE=cpu|seeds|smoke|thesis|gpu|ablation|kdzoo|peakd|explore  FORCE=1  DATA_DIR=path  ARGS=\"--set teacher.epochs=1\""
+	@echo "  variables: TASK=cola|sst2|sara|rte  TASKS=\"cola sst2 sara\"  PROFILE=cpu|seeds|smoke|thesis|gpu|ablation|kdzoo|peakd|explore  FORCE=1  QUIET=1 (no progress bars)  DATA_DIR=path  ARGS=\"--set teacher.epochs=1\""
 
 setup: $(VENV)/.installed ## create .venv with the pinned requirements (torch==2.13.0) and kdnb editable
 
@@ -40,7 +41,7 @@ report: setup ## run the notebooks for TASK with PROFILE into outputs/<task>/ an
 thesis: setup ## every task of TASKS with PROFILE, then thesis_figures/index.md + results.csv (all tables and figures)
 	@set -e; for t in $(TASKS); do \
 	  echo "[make thesis] $$t"; \
-	  $(PY) -m kdnb.pipeline --task $$t --profile $(PROFILE) $(if $(FORCE),--force) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(ARGS); \
+	  $(PY) -m kdnb.pipeline --task $$t --profile $(PROFILE) $(if $(FORCE),--force) $(if $(QUIET),--quiet) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(ARGS); \
 	done
 	$(PY) -m kdnb.report --tasks $(TASKS) --profile $(PROFILE) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
@@ -49,7 +50,7 @@ probing: setup ## only the SentEval probing notebook (05) for TASK, on the saved
 
 # nbval replays the stored notebooks into a fresh outputs/<task>-smoke (removed first), so it
 # tests what the code computes now, not a cache; checked cells are compared after the sanitizers
-NBVAL = $(QUIET) $(PY) -m pytest --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg
+NBVAL = $(QUIET_ENV) $(PY) -m pytest --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 SMOKE_OUT = outputs/$(shell sed -n 's/^task = "\(.*\)"$$/\1/p' notebooks/01_data_prep.py)-smoke
 
 test: setup ## unit tests + nbval replay of the stored smoke-profile notebooks (into a fresh outputs/<task>-smoke)

@@ -50,12 +50,11 @@ import datasets
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from .config import Config
 from .data import content_hash, subsample
 from .errors import ConfigError, StageInputError
-from .utils import Timer, atomic_path, read_json, set_seed, write_json
+from .utils import Timer, atomic_path, read_json, set_seed, tqdm, write_json
 
 METHODS = ("rules", "gpt2")
 TRANSFER_SETS = ("none", "rules", "gpt2", "rules+gpt2")

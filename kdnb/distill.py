@@ -25,10 +25,9 @@ from typing import Any, Callable, Optional
 import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader, Dataset, RandomSampler
-from tqdm.auto import tqdm
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from .utils import Timer, atomic_path, recover_path
+from .utils import Timer, atomic_path, recover_path, tqdm
 
 
 def tensor_learning_rates(optimizer: torch.optim.Optimizer, device: torch.device | str) -> None:

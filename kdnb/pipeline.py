@@ -11,6 +11,7 @@ status 1 and is kept outside ``outputs/`` for inspection.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -22,7 +23,7 @@ from .config import PROJECT_ROOT, load_config
 from .data import load_task
 from .errors import ConfigError, KdnbError
 from .report import record_stage, write_html_report
-from .utils import atomic_path
+from .utils import PROGRESS_ENV, atomic_path
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 
@@ -89,8 +90,11 @@ def ipc_kernel_manager():
 
 
 def run(task: str, profile: str = "cpu", data_dir: Optional[str] = None, force: bool = False,
-        only: Optional[Sequence[str]] = None, overrides: Optional[dict] = None) -> Path:
+        only: Optional[Sequence[str]] = None, overrides: Optional[dict] = None, quiet: bool = False) -> Path:
     """Validate, then execute the notebooks for ``task`` × ``profile``; return the output dir.
+
+    Prints each notebook as it starts and its wall time when done; the long loops inside draw
+    progress bars with ETA on this process's terminal (:func:`kdnb.utils.tqdm`; ``quiet``: none).
 
     Raises:
         KdnbError: bad parameters or data (nothing has been written yet).
@@ -108,24 +112,34 @@ def run(task: str, profile: str = "cpu", data_dir: Optional[str] = None, force: 
     params = {"task": task, "profile": profile, "data_dir": data_dir, "force": force,
               "overrides": dict(overrides or {})}
     out_dir = cfg.out / "notebooks"
-    kernel_manager = ipc_kernel_manager() if sys.platform != "win32" else None  # no Unix sockets there
-    for nb in nbs:
-        print(f"[kdnb] {task}/{profile}: running {nb.name}", flush=True)
-        t0 = time.perf_counter()
-        scratch = Path(tempfile.mkdtemp(prefix="kdnb-"))
-        executed = scratch / nb.name
-        try:
-            pm.execute_notebook(str(nb), str(executed), parameters=params, cwd=str(NOTEBOOKS_DIR),
-                                kernel_name="python3", progress_bar=False,
-                                **({"kernel_manager_class": kernel_manager} if kernel_manager else {}))
-        except pm.PapermillExecutionError as e:
-            raise StageFailed(nb.name, executed, f"{e.ename}: {e.evalue}") from None
-        done = nbformat.read(executed, as_version=4)
-        strip_progress(done)  # the terminal showed the bars; the stored notebook keeps results
-        with atomic_path(out_dir / nb.name) as tmp:
-            nbformat.write(done, str(tmp))
-        shutil.rmtree(scratch, ignore_errors=True)
-        record_stage(cfg, f"notebook {nb.stem}", time.perf_counter() - t0)
+    previous = os.environ.get(PROGRESS_ENV)
+    os.environ[PROGRESS_ENV] = "off" if quiet else "terminal"  # inherited by the notebooks' kernels
+    try:
+        kernel_manager = ipc_kernel_manager() if sys.platform != "win32" else None  # no Unix sockets there
+        for nb in nbs:
+            print(f"[kdnb] {task}/{profile}: running {nb.name}", flush=True)
+            t0 = time.perf_counter()
+            scratch = Path(tempfile.mkdtemp(prefix="kdnb-"))
+            executed = scratch / nb.name
+            try:
+                pm.execute_notebook(str(nb), str(executed), parameters=params, cwd=str(NOTEBOOKS_DIR),
+                                    kernel_name="python3", progress_bar=False,
+                                    **({"kernel_manager_class": kernel_manager} if kernel_manager else {}))
+            except pm.PapermillExecutionError as e:
+                raise StageFailed(nb.name, executed, f"{e.ename}: {e.evalue}") from None
+            done = nbformat.read(executed, as_version=4)
+            strip_progress(done)  # the terminal showed the bars; the stored notebook keeps results
+            with atomic_path(out_dir / nb.name) as tmp:
+                nbformat.write(done, str(tmp))
+            shutil.rmtree(scratch, ignore_errors=True)
+            seconds = time.perf_counter() - t0
+            record_stage(cfg, f"notebook {nb.stem}", seconds)
+            print(f"[kdnb] {task}/{profile}: {nb.name} done in {seconds / 60:.1f} min", flush=True)
+    finally:  # this process (e.g. a test) keeps its own setting
+        if previous is None:
+            os.environ.pop(PROGRESS_ENV, None)
+        else:
+            os.environ[PROGRESS_ENV] = previous
     print(f"[kdnb] report: {write_html_report(cfg)}", flush=True)
     return cfg.out
 
@@ -167,11 +181,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--data-dir", default=None, help="folder with the data sets (default: params' data_dir)")
     ap.add_argument("--force", action="store_true", help="redo stages whose outputs exist")
     ap.add_argument("--only", nargs="*", default=None, help="run only these notebooks (e.g. 03 04)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars (each notebook's start and time still)")
     ap.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                     help="override parameters, e.g. --set teacher.epochs=1 bilstm.loss=kl (values in YAML)")
     args = ap.parse_args(argv)
     try:
-        out = run(args.task, args.profile, args.data_dir, args.force, args.only, parse_overrides(args.set))
+        out = run(args.task, args.profile, args.data_dir, args.force, args.only, parse_overrides(args.set),
+                  quiet=args.quiet)
     except KdnbError as e:
         print(f"kdnb: error: {e}", file=sys.stderr)
         return 2

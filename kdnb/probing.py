@@ -975,7 +975,7 @@ def run_probing(cfg: Config, encoders: Optional[dict[str, Encoder]] = None, forc
         DataError: a probing file is missing or malformed.
         StageInputError: the teacher or an enabled student has not been trained.
     """
-    from tqdm.auto import tqdm
+    from .utils import tqdm
 
     with Timer() as timer:
         tasks = load_probing_tasks(cfg)

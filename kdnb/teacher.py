@@ -20,7 +20,6 @@ import datasets
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
                           get_linear_schedule_with_warmup)
 
@@ -28,7 +27,7 @@ from .config import PACKAGED_TEACHER, Config
 from .data import content_hash, data_fingerprint, is_labelled, score, subsample, task_spec
 from .distill import FitResult, fit, make_accelerator, predict_logits, selection_record
 from .errors import ConfigError, StageInputError
-from .utils import Timer, atomic_path, read_json, set_seed, write_json
+from .utils import Timer, atomic_path, read_json, set_seed, tqdm, write_json
 
 
 def resolve_model_path(name_or_path: str) -> str:

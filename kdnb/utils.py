@@ -7,6 +7,7 @@ import json
 import os
 import random
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -120,3 +121,33 @@ class Timer:
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self._t0
+
+
+PROGRESS_ENV = "KDNB_PROGRESS"  # "terminal" (set by kdnb.pipeline), "off" (its --quiet) or unset
+
+
+def tqdm(*args, **kwargs):
+    """A progress bar for kdnb's long loops (training, sampling, logits, probing): ``tqdm``'s,
+    drawn where the user watches.
+
+    * ``KDNB_PROGRESS=terminal`` (``python -m kdnb.pipeline`` / ``make report`` sets it for the
+      notebooks' kernels): a text bar with rate and ETA on the kernel's own stderr — the terminal
+      the pipeline runs in (ipykernel echoes it there; :func:`kdnb.pipeline.strip_progress` then
+      keeps it out of the executed notebook), redrawn at most once a second;
+    * ``KDNB_PROGRESS=off`` (``--quiet`` / ``QUIET=1``): no bar;
+    * unset (JupyterLab, scripts): ``tqdm.auto``'s (a widget where ipywidgets is installed).
+
+    Arguments are ``tqdm``'s.
+    """
+    mode = os.environ.get(PROGRESS_ENV, "")
+    if mode == "off":
+        kwargs["disable"] = True
+    if mode == "terminal":
+        from tqdm.std import tqdm as text_bar
+
+        kwargs.setdefault("file", sys.__stderr__ or sys.stderr)
+        kwargs.setdefault("mininterval", 1.0)
+        return text_bar(*args, **kwargs)
+    from tqdm.auto import tqdm as auto_bar
+
+    return auto_bar(*args, **kwargs)

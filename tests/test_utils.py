@@ -94,3 +94,23 @@ def test_fit_resumes_from_a_checkpoint_whose_swap_was_killed(tmp_path, one_threa
     assert (resumed.resumed_epochs, resumed.resumed_batches) == (state["epochs_done"], state["batches_done"]) == (1, 1)
     assert resumed.curve == whole.curve
     assert all(a.equal(b) for a, b in zip(w_whole, w_resumed))
+
+
+def test_progress_bars_go_to_the_terminal_under_the_pipeline_and_off_when_quiet(monkeypatch):
+    import sys
+
+    import tqdm.auto
+    import tqdm.std
+
+    from kdnb import utils
+
+    monkeypatch.setenv("TQDM_DISABLE", "0")
+    monkeypatch.setenv(utils.PROGRESS_ENV, "terminal")  # what kdnb.pipeline sets for the kernels
+    bar = utils.tqdm(range(3), desc="x")
+    assert type(bar) is tqdm.std.tqdm and bar.mininterval == 1.0 and not bar.disable
+    assert getattr(bar.fp, "_wrapped", bar.fp) is sys.__stderr__  # the kernel's own stderr, not the notebook's
+    assert list(bar) == [0, 1, 2]
+    monkeypatch.setenv(utils.PROGRESS_ENV, "off")                # --quiet / QUIET=1
+    assert utils.tqdm(range(3)).disable
+    monkeypatch.delenv(utils.PROGRESS_ENV)                       # JupyterLab, scripts
+    assert isinstance(utils.tqdm(range(3), disable=True), tqdm.auto.tqdm)
