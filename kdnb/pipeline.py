@@ -73,22 +73,6 @@ def strip_progress(nb) -> int:
     return removed
 
 
-def ipc_kernel_manager():
-    """The kernel manager papermill starts each notebook's kernel with: jupyter_client's
-    ``AsyncKernelManager`` on the ``ipc`` transport (Unix sockets beside the connection file in
-    Jupyter's runtime folder) instead of TCP on localhost, over which ipykernel ≥ 7 warns at
-    every start that the traffic is unencrypted."""
-    from jupyter_client.manager import AsyncKernelManager
-    from traitlets import default
-
-    class IPCKernelManager(AsyncKernelManager):
-        @default("transport")
-        def _default_transport(self):
-            return "ipc"
-
-    return IPCKernelManager
-
-
 def run(task: str, profile: str = "cpu", data_dir: Optional[str] = None, force: bool = False,
         only: Optional[Sequence[str]] = None, overrides: Optional[dict] = None, quiet: bool = False) -> Path:
     """Validate, then execute the notebooks for ``task`` × ``profile``; return the output dir.
@@ -115,7 +99,6 @@ def run(task: str, profile: str = "cpu", data_dir: Optional[str] = None, force: 
     previous = os.environ.get(PROGRESS_ENV)
     os.environ[PROGRESS_ENV] = "off" if quiet else "terminal"  # inherited by the notebooks' kernels
     try:
-        kernel_manager = ipc_kernel_manager() if sys.platform != "win32" else None  # no Unix sockets there
         for nb in nbs:
             print(f"[kdnb] {task}/{profile}: running {nb.name}", flush=True)
             t0 = time.perf_counter()
@@ -123,8 +106,7 @@ def run(task: str, profile: str = "cpu", data_dir: Optional[str] = None, force: 
             executed = scratch / nb.name
             try:
                 pm.execute_notebook(str(nb), str(executed), parameters=params, cwd=str(NOTEBOOKS_DIR),
-                                    kernel_name="python3", progress_bar=False,
-                                    **({"kernel_manager_class": kernel_manager} if kernel_manager else {}))
+                                    kernel_name="python3", progress_bar=False)
             except pm.PapermillExecutionError as e:
                 raise StageFailed(nb.name, executed, f"{e.ename}: {e.evalue}") from None
             done = nbformat.read(executed, as_version=4)
