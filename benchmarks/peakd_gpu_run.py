@@ -51,16 +51,16 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
-    import yaml
 
     from gpu_profile_run import fp32_teacher
     from kdnb import augment as A
     from kdnb.config import load_config
     from kdnb.data import load_task
     from kdnb.peakd import peakd_comparison
+    from kdnb.pipeline import parse_overrides
     from kdnb.teacher import fine_tune_teacher
 
-    overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
+    overrides = parse_overrides(args.set)
     cfg = load_config(args.task, args.profile, data_dir=args.data_dir, overrides=overrides)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

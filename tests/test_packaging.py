@@ -12,7 +12,7 @@ from kdnb.config import PROJECT_ROOT
 tomllib = pytest.importorskip("tomllib")
 
 # import name -> distribution name, where they differ
-DISTRIBUTIONS = {"sklearn": "scikit-learn", "yaml": "pyyaml", "jupyter_client": "jupyter-client"}
+DISTRIBUTIONS = {"sklearn": "scikit-learn", "yaml": "pyyaml"}
 
 
 def kdnb_imports() -> set[str]:
