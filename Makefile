@@ -20,11 +20,14 @@ PIPELINE_ARGS = --task $(TASK) --profile $(PROFILE) $(if $(FORCE),--force) $(if 
 
 TASKS   ?= cola sst2 sara
 
-.PHONY: help setup report thesis probing test lab notebooks clean
+.PHONY: help stages setup report thesis probing test lab notebooks clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 	@echo "  variables: TASK=cola|sst2|sara|rte  TASKS=\"cola sst2 sara\"  PROFILE=cpu|seeds|smoke|thesis|gpu|ablation|kdzoo|peakd|explore  FORCE=1  QUIET=1 (no progress bars)  DATA_DIR=path  ARGS=\"--set teacher.epochs=1\""
+
+stages: ## list the study's stages (kdnb.stages): notebook, what each reads and writes; --only takes their names
+	@$(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m kdnb.stages
 
 setup: $(VENV)/.installed ## create .venv with the pinned requirements (torch==2.13.0) and kdnb editable
 
@@ -35,7 +38,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-report: setup ## run the notebooks for TASK with PROFILE into outputs/<task>/ and thesis_figures/
+report: setup ## run the stages' notebooks for TASK with PROFILE into outputs/<task>/ and thesis_figures/
 	$(PY) -m kdnb.pipeline $(PIPELINE_ARGS)
 
 thesis: setup ## every task of TASKS with PROFILE, then thesis_figures/index.md + results.csv (all tables and figures)
@@ -45,8 +48,8 @@ thesis: setup ## every task of TASKS with PROFILE, then thesis_figures/index.md 
 	done
 	$(PY) -m kdnb.report --tasks $(TASKS) --profile $(PROFILE) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-probing: setup ## only the SentEval probing notebook (05) for TASK, on the saved teacher and students
-	$(PY) -m kdnb.pipeline $(PIPELINE_ARGS) --only 05
+probing: setup ## only the SentEval probing stage (05) for TASK, on the saved teacher and students
+	$(PY) -m kdnb.pipeline $(PIPELINE_ARGS) --only probing
 
 # nbval replays the stored notebooks into a fresh outputs/<task>-smoke (removed first), so it
 # tests what the code computes now, not a cache; checked cells are compared after the sanitizers

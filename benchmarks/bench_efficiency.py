@@ -1,4 +1,4 @@
-"""Print the efficiency table of kdnb (:mod:`kdnb.bench`) without running the notebooks.
+"""Print the efficiency table of kdnb (:mod:`kdnb.analysis.bench`) without running the notebooks.
 
     python benchmarks/bench_efficiency.py --task cola --profile cpu            # ~4 min on 2 cores
     python benchmarks/bench_efficiency.py --task cola --profile smoke --threads 1
@@ -22,7 +22,7 @@ import sys
 import pandas as pd
 import yaml
 
-from kdnb import bench
+from kdnb.analysis import bench
 from kdnb.config import load_config
 from kdnb.errors import KdnbError
 from kdnb.utils import read_json

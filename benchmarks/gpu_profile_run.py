@@ -6,13 +6,13 @@ overrides)`` (default profile ``gpu``: ``params/profiles/gpu.yaml``):
 ==============================  ==========================================================
 stage                           function
 ==============================  ==========================================================
-teacher fine-tuning             :func:`kdnb.teacher.fine_tune_teacher` (best dev checkpoint)
+teacher fine-tuning             :func:`kdnb.training.teacher.fine_tune_teacher` (best dev checkpoint)
 GPT-2 training                  :func:`kdnb.augment.train_gpt2` (best dev perplexity)
 GPT-2 sampling                  :func:`kdnb.augment.augment_gpt2`
 teacher logits                  :func:`kdnb.augment.label_transfer_sets` (``none`` and the set)
-BiLSTM on the training set      :func:`kdnb.students.distill_bilstm` on ``none`` (the baseline)
-BiLSTM on the transfer set      :func:`kdnb.students.distill_bilstm`
-BERT student                    :func:`kdnb.bert_student.distill_bert_student`
+BiLSTM on the training set      :func:`kdnb.training.bilstm.distill_bilstm` on ``none`` (the baseline)
+BiLSTM on the transfer set      :func:`kdnb.training.bilstm.distill_bilstm`
+BERT student                    :func:`kdnb.training.bert_student.distill_bert_student`
 ==============================  ==========================================================
 
 It is meant for a GPU machine without network or notebook tooling (no papermill), where the
@@ -146,12 +146,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     import transformers
 
     from kdnb import augment as A
-    from kdnb.bert_student import distill_bert_student
+    from kdnb.training.bert_student import distill_bert_student
     from kdnb.config import load_config
     from kdnb.data import load_task, task_spec
     from kdnb.pipeline import parse_overrides
-    from kdnb.students import distill_bilstm
-    from kdnb.teacher import fine_tune_teacher
+    from kdnb.training.bilstm import distill_bilstm
+    from kdnb.training.teacher import fine_tune_teacher
     from kdnb.utils import atomic_path, write_json
 
     datasets.disable_progress_bars()

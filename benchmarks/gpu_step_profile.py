@@ -52,14 +52,14 @@ def _kernel_ms(step, batches, device) -> float:
 
 
 def _graphed_vs_eager(build, loss_fn, make_opt, batches, grad_clip, sync, prepare=None) -> dict:
-    """ms/step of :class:`kdnb.distill.CUDAGraphStep` against the same eager step (bf16), and the
+    """ms/step of :class:`kdnb.training.fit.CUDAGraphStep` against the same eager step (bf16), and the
     largest weight difference after the same steps from the same init, dropout off (a check that
     the replayed graphs train the model the eager loop trains)."""
     import copy
 
     import torch
 
-    from kdnb.distill import CUDAGraphStep
+    from kdnb.training.fit import CUDAGraphStep
 
     torch.manual_seed(0)
     base = build()
@@ -103,13 +103,14 @@ def main(argv=None) -> int:
     from torch.utils.data import DataLoader
     from transformers import AutoTokenizer
 
-    from kdnb.bert_student import BertStudent, BertStudentCollate, pretokenise
+    from kdnb.models.bert_student import BertStudent
+    from kdnb.models.bert_inputs import BertCollate, pretokenise
     from kdnb.config import load_config
     from kdnb.data import load_task
-    from kdnb.distill import tensor_learning_rates
-    from kdnb.losses import logit_loss
-    from kdnb.students import BiLSTMStudent, WordPieceCollate
-    from kdnb.teacher import resolve_model_path
+    from kdnb.training.fit import tensor_learning_rates
+    from kdnb.training.losses import logit_loss
+    from kdnb.models.bilstm import BiLSTMStudent, WordPieceCollate
+    from kdnb.models.teacher import resolve_model_path
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -165,7 +166,7 @@ def main(argv=None) -> int:
     r["kernel time (profiler), bf16"] = _kernel_ms(lstm_step, bb, device)
     r["kernel time (profiler), fp32 list"] = _kernel_ms(lambda b: lstm_step(b, autocast=False, as_list=True), bb,
                                                         device)
-    if device.type == "cuda":  # CUDA graphs (kdnb.distill.CUDAGraphStep) on the sync-free path
+    if device.type == "cuda":  # CUDA graphs (kdnb.training.fit.CUDAGraphStep) on the sync-free path
         r.update(_graphed_vs_eager(lambda: BiLSTMStudent(vocab, dim, 2, hid, fc).to(device).train(),
                                    lambda m, b: mse(m(b["input_ids"], b["lengths"]), b["teacher_logits"]),
                                    lambda ps: torch.optim.Adadelta(ps, lr=1.0, rho=0.95, capturable=True),
@@ -174,7 +175,7 @@ def main(argv=None) -> int:
     res["bilstm_ms_per_step"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}
     print("BiLSTM ms/step:", json.dumps(res["bilstm_ms_per_step"], indent=1), flush=True)
 
-    # ---- BERT student (kdnb.bert_student.BertStudent), thesis size on BERT-large's 1024-d WordPiece
+    # ---- BERT student (kdnb.models.bert_student.BertStudent), thesis size on BERT-large's 1024-d WordPiece
     # embeddings (random: timing only), batch 256
     bs = 16 if args.tiny else 256
     emb = 0.02 * torch.randn(len(tok), 32 if args.tiny else 1024, generator=g)
@@ -208,7 +209,7 @@ def main(argv=None) -> int:
             return {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"][:, None, None, :].bool(),
                     "teacher_logits": b["teacher_logits"]}
 
-        def graph_adamw(ps):  # as kdnb.bert_student under cuda_graphs: the schedule writes a tensor rate
+        def graph_adamw(ps):  # as kdnb.training.bert_student under cuda_graphs: the schedule writes a tensor rate
             opt = torch.optim.AdamW(ps, lr=5e-4, fused=True, capturable=True)
             tensor_learning_rates(opt, device)
             return opt
@@ -273,8 +274,8 @@ def main(argv=None) -> int:
                                      "teacher_logits": [[0.1, -0.1]] * n})
     r = {}
 
-    pre = pretokenise(ds, tok, 128).remove_columns("length")  # as kdnb.bert_student trains
-    bert_collate = BertStudentCollate(tok, 128, 8, mask_4d=True)
+    pre = pretokenise(ds, tok, 128).remove_columns("length")  # as kdnb.training.bert_student trains
+    bert_collate = BertCollate(tok, 128, 8, mask_4d=True)
     for workers in ((0,) if args.tiny else (4, 8)):
         for name, data, collate, b in (("BiLSTM WordPieceCollate", ds, WordPieceCollate(tok, 128), 50),
                                        ("BERT student, tokenising per batch", ds, bert_collate, 256),

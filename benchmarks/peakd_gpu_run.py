@@ -5,9 +5,9 @@ notebooks 03–04 do with ``make report TASK=rte PROFILE=peakd``.
 ==============================  ==========================================================
 stage                           function
 ==============================  ==========================================================
-teacher fine-tuning             :func:`kdnb.teacher.fine_tune_teacher` (best dev checkpoint)
+teacher fine-tuning             :func:`kdnb.training.teacher.fine_tune_teacher` (best dev checkpoint)
 teacher logits                  :func:`kdnb.augment.label_transfer_sets` (RTE: ``none``)
-Pea-KD comparison               :func:`kdnb.peakd.peakd_comparison` (variants × seeds)
+Pea-KD comparison               :func:`kdnb.experiments.peakd_comparison` (variants × seeds)
 ==============================  ==========================================================
 
 ``--teacher DIR`` takes the packaged BERT as fp16 safetensors (``benchmarks/gpu_prepare.sh``),
@@ -56,9 +56,9 @@ def main(argv=None) -> int:
     from kdnb import augment as A
     from kdnb.config import load_config
     from kdnb.data import load_task
-    from kdnb.peakd import peakd_comparison
+    from kdnb.experiments import peakd_comparison
     from kdnb.pipeline import parse_overrides
-    from kdnb.teacher import fine_tune_teacher
+    from kdnb.training.teacher import fine_tune_teacher
 
     overrides = parse_overrides(args.set)
     cfg = load_config(args.task, args.profile, data_dir=args.data_dir, overrides=overrides)

@@ -24,7 +24,7 @@ import datasets
 
 from kdnb.config import load_config
 from kdnb.data import load_task, subsample
-from kdnb.students import distill_bilstm
+from kdnb.training.bilstm import distill_bilstm
 
 VARIANTS = {
     "50k_ep4": {"train_limit": 50000},  # the cpu profile before this comparison
@@ -46,7 +46,8 @@ def prep() -> None:
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from kdnb.teacher import compute_teacher_logits, teacher_dir
+    from kdnb.training.teacher import compute_teacher_logits
+    from kdnb.models.teacher import teacher_dir
 
     cfg = load_config("sst2", "cpu")
     out = Path("outputs/gpu_sst2")

@@ -7,12 +7,12 @@ on a stated fraction of each stage, and scales the measured time to the whole st
 =================  =====================================================  =========================
 stage              code path                                              measured on (default)
 =================  =====================================================  =========================
-teacher            ``kdnb.teacher.fine_tune_teacher`` (→ ``fit``)          1 of 3 epochs of CoLA
+teacher            ``kdnb.training.teacher.fine_tune_teacher`` (→ ``fit``)          1 of 3 epochs of CoLA
 GPT-2 fine-tuning  ``kdnb.augment.train_gpt2`` (→ ``fit``)                 4,096 of 8,551 sentences
 GPT-2 sampling     ``kdnb.augment.augment_gpt2`` (KV cache, batched)       16,384 of 800,000 sentences
-teacher logits     ``kdnb.teacher.compute_teacher_logits`` (bf16 autocast)  131,072 of 808,551 rows
-BiLSTM student     ``kdnb.students.distill_bilstm`` (→ ``fit``)            1 epoch of 131,072 rows (of 30 × 808,551)
-BERT student       ``kdnb.bert_student.distill_bert_student`` (→ ``fit``)  1 epoch of 131,072 rows (of 60 × 808,551)
+teacher logits     ``kdnb.training.teacher.compute_teacher_logits`` (bf16 autocast)  131,072 of 808,551 rows
+BiLSTM student     ``kdnb.training.bilstm.distill_bilstm`` (→ ``fit``)            1 epoch of 131,072 rows (of 30 × 808,551)
+BERT student       ``kdnb.training.bert_student.distill_bert_student`` (→ ``fit``)  1 epoch of 131,072 rows (of 60 × 808,551)
 =================  =====================================================  =========================
 
 The scaled time of a stage is ``loop seconds / fraction + one-off seconds`` where the loop is
@@ -155,7 +155,8 @@ def gpt2_tokenizer(sentences: list[str], vocab_size: int):
     from tokenizers import Tokenizer, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from kdnb.augment import EOS, _scratch_tokenizer
+    from kdnb.augment import EOS
+    from kdnb.augment.gpt2 import _scratch_tokenizer
 
     tok = _scratch_tokenizer(sentences, vocab_size)
     spec = json.loads(tok.backend_tokenizer.to_str())
@@ -212,7 +213,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="rows for teacher logits and the students' epoch (default 131072)")
     ap.add_argument("--gen-length", type=int, default=None, help="subwords per GPT-2 sample (default 32)")
     ap.add_argument("--no-cuda-graphs", action="store_true",
-                    help="eager student steps (default on a GPU: replayed CUDA graphs, kdnb.distill.CUDAGraphStep)")
+                    help="eager student steps (default on a GPU: replayed CUDA graphs, kdnb.training.fit.CUDAGraphStep)")
     ap.add_argument("--stages", default="teacher,gpt2,logits,bilstm,bert",
                     help="comma-separated subset of teacher,gpt2,logits,bilstm,bert (logits needs teacher)")
     args = ap.parse_args(argv)
@@ -239,8 +240,9 @@ def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from kdnb import augment as A
     from kdnb.config import load_config
     from kdnb.data import load_task
-    from kdnb.students import distill_bilstm
-    from kdnb.teacher import compute_teacher_logits, fine_tune_teacher, resolve_model_path
+    from kdnb.training.bilstm import distill_bilstm
+    from kdnb.training.teacher import compute_teacher_logits, fine_tune_teacher
+    from kdnb.models.teacher import resolve_model_path
     from kdnb.utils import atomic_path, write_json
 
     datasets.disable_progress_bars()
@@ -397,9 +399,10 @@ def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                          throughput=len(transfer) / loop, unit="sentences/s", epoch_seconds=bres.epoch_seconds,
                          cuda_graphs=bcfg.cuda_graphs, full=f"{ep} epochs × {n_full:,} rows", params=bres.n_params))
 
-    # 5. BERT student: kdnb.bert_student.distill_bert_student, two epochs, the second scaled to 60
+    # 5. BERT student: kdnb.training.bert_student.distill_bert_student, two epochs, the second scaled to 60
     def bert_stage() -> None:
-        from kdnb.bert_student import distill_bert_student, pretokenise, student_dir
+        from kdnb.training.bert_student import distill_bert_student, student_dir
+        from kdnb.models.bert_inputs import pretokenise
 
         transfer = state["transfer"]
         bover = {**state["tover"], "bert_student.epochs": 2, "bert_student.warmup_epochs": 1,

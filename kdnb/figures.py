@@ -72,7 +72,7 @@ def plot_lengths(dsd: datasets.DatasetDict, task: str):
 
 def plot_learning_curves(curves: dict[str, pd.DataFrame], metric_label: str, task: str):
     """Dev score (in %) against training epoch, one line per model (``curves[name]`` has the
-    columns ``epoch`` and ``dev_score`` of :class:`kdnb.distill.FitResult`)."""
+    columns ``epoch`` and ``dev_score`` of :class:`kdnb.training.fit.FitResult`)."""
     df = pd.concat([c.assign(model=name, dev=100 * c["dev_score"]) for name, c in curves.items()])
     fig, ax = plt.subplots(figsize=(6, 4))
     sns.lineplot(df, x="epoch", y="dev", hue="model", marker="o", ax=ax)
@@ -81,12 +81,12 @@ def plot_learning_curves(curves: dict[str, pd.DataFrame], metric_label: str, tas
     return fig
 
 
-# ---- prediction analysis and efficiency (notebook 06; kdnb.analysis, kdnb.bench) ----------------
+# ---- prediction analysis and efficiency (notebook 06; kdnb.analysis, kdnb.analysis.bench) ----------------
 
 
 def plot_confidence_correlation(corr: pd.DataFrame, task: str):
     """Heat map of Pearson's r between the models' dev-set confidences
-    (:func:`kdnb.analysis.confidence_correlation`)."""
+    (:func:`kdnb.analysis.predictions.confidence_correlation`)."""
     n = len(corr)
     fig, ax = plt.subplots(figsize=(1.6 + 1.1 * n, 1.2 + 0.9 * n))
     sns.heatmap(corr.astype(float), annot=True, fmt=".2f", vmin=-1, vmax=1, cmap="vlag", square=True,
@@ -98,7 +98,7 @@ def plot_confidence_correlation(corr: pd.DataFrame, task: str):
 
 def plot_average_confidence(stats: pd.DataFrame, task: str):
     """Bars of the mean confidence (± one standard deviation) per model on its correct and its
-    incorrect dev predictions (:func:`kdnb.analysis.confidence_by_outcome`)."""
+    incorrect dev predictions (:func:`kdnb.analysis.predictions.confidence_by_outcome`)."""
     models = list(dict.fromkeys(stats["model"]))
     outcomes = ["correct", "incorrect"]
     fig, ax = plt.subplots(figsize=(1.5 + 1.4 * len(models), 4))
@@ -116,7 +116,7 @@ def plot_average_confidence(stats: pd.DataFrame, task: str):
 
 
 def plot_overlap(matrix: pd.DataFrame, task: str, kind: str = "mistakes", measure: str = "share"):
-    """Heat map of the overlap of the models' mistakes or hits (:func:`kdnb.analysis.overlap_matrix`,
+    """Heat map of the overlap of the models' mistakes or hits (:func:`kdnb.analysis.predictions.overlap_matrix`,
     computed with the same ``measure``). With ``share`` (the thesis' measure, Sučík 2020) cell
     (row a, column b) is the share of a's mistakes that b makes too, so the map is not symmetric.
 
@@ -138,7 +138,7 @@ def plot_overlap(matrix: pd.DataFrame, task: str, kind: str = "mistakes", measur
 
 
 def plot_mistake_classes(dist: pd.DataFrame, task: str):
-    """Share of each model's dev mistakes by true class (:func:`kdnb.analysis.mistake_classes`);
+    """Share of each model's dev mistakes by true class (:func:`kdnb.analysis.predictions.mistake_classes`);
     with many classes (Sara's 57 intents) the class names go on the y axis."""
     n_labels = dist["label"].nunique()
     if n_labels > 6:
@@ -157,7 +157,7 @@ def plot_mistake_classes(dist: pd.DataFrame, task: str):
 
 def plot_speed(table: pd.DataFrame, task: str):
     """Milliseconds per example (log scale) of every benchmarked model and input setting
-    (:func:`kdnb.bench.efficiency_table`), one panel per device."""
+    (:func:`kdnb.analysis.bench.efficiency_table`), one panel per device."""
     df = table.copy()
     fig, ax = plt.subplots(figsize=(8, max(3, 0.45 * df["model"].nunique() * max(1, df["device"].nunique()))))
     df["setting"] = df["device"] + ", " + df["input"]
@@ -185,7 +185,7 @@ def plot_size_map(df: pd.DataFrame, x: str, y: str, value: str, task: str, title
 def plot_embedding_modes(df: pd.DataFrame, task: str, value: str = "best dev (%)"):
     """The thesis' embedding exploration of the BiLSTM: ``value`` (e.g. best dev score, %) per
     embedding mode (Kim 2014: static / non-static / multichannel) and embedding type (word2vec /
-    teacher WordPiece) — bars grouped by mode (:func:`kdnb.analysis.explore_embeddings`)."""
+    teacher WordPiece) — bars grouped by mode (:func:`kdnb.analysis.explore.explore_embeddings`)."""
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     sns.barplot(df, x="mode", y=value, hue="embedding", ax=ax)
     ax.set(xlabel="embedding mode", ylabel=value, title=f"{task}: BiLSTM embedding type × mode (dev)")

@@ -1,11 +1,12 @@
-"""Run the study's notebooks in order with papermill: ``python -m kdnb.pipeline --task cola``.
+"""Run the study's stages in order with papermill: ``python -m kdnb.pipeline --task cola``.
 
-Before any notebook runs, the merged parameters are validated and the task's data files are
-read once, so a bad parameter, an unknown task, a missing data directory or a corrupted TSV
-line stops the run with a one-paragraph message and exit status 2, before anything is written.
-Each notebook is executed into a temporary file and renamed into
-``outputs/<task>/notebooks/`` only when it succeeds; a failing notebook stops the run with exit
-status 1 and is kept outside ``outputs/`` for inspection.
+The stages and their notebooks are declared once in :mod:`kdnb.stages`. Before any notebook
+runs, the merged parameters are validated and the task's data files are read once, so a bad
+parameter, an unknown task or stage, a missing data directory, a corrupted TSV line, or (with
+``--only``) a missing product of an earlier stage stops the run with a one-paragraph message and
+exit status 2, before anything is written. Each notebook is executed into a temporary file and
+renamed into ``outputs/<task>/notebooks/`` only when it succeeds; a failing notebook stops the
+run with exit status 1 and is kept outside ``outputs/`` for inspection.
 """
 
 from __future__ import annotations
@@ -19,22 +20,22 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .config import PROJECT_ROOT, load_config
+from .config import load_config
 from .data import load_task
 from .errors import ConfigError, KdnbError
 from .report import record_stage, write_html_report
-from .utils import PROGRESS_ENV, atomic_path
+from .stages import NOTEBOOKS_DIR, Stage, missing_inputs, select
+from .utils import PROGRESS_ENV, atomic_path, get_logger
 
-NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
+"""Arguments of every notebook kernel: its log shows errors only (not ipykernel's warning that
+the kernel talks to papermill over local TCP without encryption, printed once per notebook)."""
 
 
 def notebooks(only: Optional[Sequence[str]] = None) -> list[Path]:
-    """The numbered notebooks (``NN_name.ipynb``) in run order, optionally only those whose
-    stem or number is in ``only``."""
-    nbs = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
-    if only:
-        nbs = [nb for nb in nbs if nb.stem in only or nb.stem[:2] in only]
-    return nbs
+    """The stages' notebooks (:data:`kdnb.stages.STAGES`) in run order, optionally only those of
+    the stages named in ``only`` (name, number or notebook)."""
+    return [s.path for s in select(only)]
 
 
 def strip_progress(nb) -> int:
@@ -75,23 +76,24 @@ def strip_progress(nb) -> int:
 
 def run(task: str, profile: str = "cpu", data_dir: Optional[str] = None, force: bool = False,
         only: Optional[Sequence[str]] = None, overrides: Optional[dict] = None, quiet: bool = False) -> Path:
-    """Validate, then execute the notebooks for ``task`` × ``profile``; return the output dir.
+    """Validate, then execute the stages for ``task`` × ``profile``; return the output dir.
 
-    Prints each notebook as it starts and its wall time when done; the long loops inside draw
+    Logs each stage as it starts and its wall time when done; the long loops inside draw
     progress bars with ETA on this process's terminal (:func:`kdnb.utils.tqdm`; ``quiet``: none).
 
     Raises:
-        KdnbError: bad parameters or data (nothing has been written yet).
+        KdnbError: bad parameters or data, an unknown stage, or a stage run alone (``only``)
+            whose inputs are missing (nothing has been written yet).
         StageFailed: a notebook raised (its outputs are not written).
     """
     import nbformat
     import papermill as pm
 
+    log = get_logger()
     cfg = load_config(task, profile, data_dir=data_dir, overrides=overrides)
     load_task(cfg.task, cfg.data_path)  # fail fast on bad data, before any output exists
-    nbs = notebooks(only)
-    if not nbs:
-        raise KdnbError(f"no notebook matches {list(only or [])} in {NOTEBOOKS_DIR}.")
+    stages = select(only)
+    _check_inputs(stages, cfg.out, task, profile)
     cfg.save()
     params = {"task": task, "profile": profile, "data_dir": data_dir, "force": force,
               "overrides": dict(overrides or {})}
@@ -99,14 +101,15 @@ def run(task: str, profile: str = "cpu", data_dir: Optional[str] = None, force: 
     previous = os.environ.get(PROGRESS_ENV)
     os.environ[PROGRESS_ENV] = "off" if quiet else "terminal"  # inherited by the notebooks' kernels
     try:
-        for nb in nbs:
-            print(f"[kdnb] {task}/{profile}: running {nb.name}", flush=True)
+        for i, stage in enumerate(stages, 1):
+            nb = stage.path
+            log.info(f"{task}/{profile}: stage {i}/{len(stages)} {stage.name} ({nb.name}): {stage.summary}")
             t0 = time.perf_counter()
             scratch = Path(tempfile.mkdtemp(prefix="kdnb-"))
             executed = scratch / nb.name
             try:
                 pm.execute_notebook(str(nb), str(executed), parameters=params, cwd=str(NOTEBOOKS_DIR),
-                                    kernel_name="python3", progress_bar=False)
+                                    kernel_name="python3", progress_bar=False, extra_arguments=KERNEL_ARGS)
             except pm.PapermillExecutionError as e:
                 raise StageFailed(nb.name, executed, f"{e.ename}: {e.evalue}") from None
             done = nbformat.read(executed, as_version=4)
@@ -116,14 +119,28 @@ def run(task: str, profile: str = "cpu", data_dir: Optional[str] = None, force: 
             shutil.rmtree(scratch, ignore_errors=True)
             seconds = time.perf_counter() - t0
             record_stage(cfg, f"notebook {nb.stem}", seconds)
-            print(f"[kdnb] {task}/{profile}: {nb.name} done in {seconds / 60:.1f} min", flush=True)
+            log.info(f"{task}/{profile}: stage {stage.name} done in {seconds / 60:.1f} min")
     finally:  # this process (e.g. a test) keeps its own setting
         if previous is None:
             os.environ.pop(PROGRESS_ENV, None)
         else:
             os.environ[PROGRESS_ENV] = previous
-    print(f"[kdnb] report: {write_html_report(cfg)}", flush=True)
+    log.info(f"report: {write_html_report(cfg)}")
     return cfg.out
+
+
+def _check_inputs(stages: Sequence[Stage], out: Path, task: str, profile: str) -> None:
+    """Raise :class:`KdnbError` when a stage reads products that neither exist under ``out`` nor
+    come from a stage run before it now (``--only`` on a fresh output folder)."""
+    for i, stage in enumerate(stages):
+        missing = missing_inputs(stage, out, stages[:i])
+        if missing:
+            need = sorted({s.name for s, _ in missing}, key=[s.name for s in select()].index)
+            raise KdnbError(
+                f"stage '{stage.name}' reads what stage(s) {', '.join(need)} write, and "
+                f"{', '.join(str(p) for _, p in missing)} is missing: run them first "
+                f"(python -m kdnb.pipeline --task {task} --profile {profile} --only {' '.join(need)}), "
+                f"or the whole report (make report TASK={task} PROFILE={profile}).")
 
 
 def parse_overrides(items: Sequence[str]) -> dict:
@@ -162,7 +179,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--profile", default="cpu", help="cpu (default), smoke or thesis (params/profiles/)")
     ap.add_argument("--data-dir", default=None, help="folder with the data sets (default: params' data_dir)")
     ap.add_argument("--force", action="store_true", help="redo stages whose outputs exist")
-    ap.add_argument("--only", nargs="*", default=None, help="run only these notebooks (e.g. 03 04)")
+    ap.add_argument("--only", nargs="*", default=None,
+                    help="run only these stages, by name or number (e.g. teacher students, or 03 04); see make stages")
     ap.add_argument("--quiet", action="store_true", help="no progress bars (each notebook's start and time still)")
     ap.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                     help="override parameters, e.g. --set teacher.epochs=1 bilstm.loss=kl (values in YAML)")
@@ -178,7 +196,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"outputs are kept and reused on the next run); its executed notebook, with the full "
               f"traceback, is at {e.executed}.", file=sys.stderr)
         return 1
-    print(f"[kdnb] done: {out}")
+    get_logger().info(f"done: {out}")
     return 0
 
 

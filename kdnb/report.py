@@ -16,7 +16,7 @@ import pandas as pd
 
 from .config import Config
 from .data import task_spec
-from .utils import atomic_path, read_json, write_json
+from .utils import atomic_path, get_logger, read_json, write_json
 
 # Sučík (2020), "Learning small sentence classifiers from BERT using teacher-student knowledge
 # distillation" (MInf Project (Part 2) Report, University of Edinburgh; repository
@@ -133,7 +133,7 @@ def record_model(cfg: Config, name: str, *, n_params: int, dev: float, test: Opt
     Scores are fractions as returned by :func:`kdnb.data.score`; ``dev`` and ``test`` are the
     kept (best dev) checkpoint's; retention is ``dev / teacher dev`` (None until the teacher is
     recorded). ``result`` (a stage's result with ``dev_last`` and ``best_epoch``) adds those two;
-    ``seed_runs`` (:class:`kdnb.students.SeedRuns`) adds ``seeds``: per-seed scores with their
+    ``seed_runs`` (:class:`kdnb.training.runs.SeedRuns`) adds ``seeds``: per-seed scores with their
     mean and sample std, and retention mean ± std against the teacher.
     """
     m = load_metrics(cfg)
@@ -148,7 +148,7 @@ def record_model(cfg: Config, name: str, *, n_params: int, dev: float, test: Opt
     for e in m["models"].values():
         e["retention"] = (e["dev"] / t_dev) if t_dev else None
         if "seeds" in e:
-            from .students import mean_std
+            from .training.runs import mean_std
 
             ret = mean_std([d / t_dev for d in e["seeds"]["dev"]]) if t_dev else (None, None)
             e["seeds"]["retention_mean"], e["seeds"]["retention_std"] = ret
@@ -513,9 +513,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--data-dir", default=None)
     args = ap.parse_args(argv)
     try:
-        print(f"[kdnb] wrote {collect_thesis(args.tasks, args.profile, args.data_dir)}")
+        get_logger().info(f"wrote {collect_thesis(args.tasks, args.profile, args.data_dir)}")
     except FileNotFoundError as e:
-        print(f"[kdnb] error: {e}")
+        get_logger().error(str(e))
         return 1
     return 0
 

@@ -14,8 +14,9 @@ import subprocess
 import sys
 
 from .config import load_config
-from .pipeline import NOTEBOOKS_DIR, notebooks
-
+from .pipeline import KERNEL_ARGS, notebooks
+from .stages import NOTEBOOKS_DIR
+from .utils import get_logger
 
 QUIET = {  # progress bars and warnings would only bloat the stored outputs
     "TQDM_DISABLE": "1",
@@ -44,8 +45,9 @@ def main() -> int:
                        check=True)
     shutil.rmtree(load_config(smoke_task(), "smoke").out, ignore_errors=True)
     for nb in notebooks():
-        print(f"[kdnb] executing {nb.name} (smoke profile)", flush=True)
-        pm.execute_notebook(str(nb), str(nb), cwd=str(NOTEBOOKS_DIR), kernel_name="python3", progress_bar=False)
+        get_logger().info(f"executing {nb.name} (smoke profile)")
+        pm.execute_notebook(str(nb), str(nb), cwd=str(NOTEBOOKS_DIR), kernel_name="python3", progress_bar=False,
+                            extra_arguments=KERNEL_ARGS)
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 import shutil
@@ -151,3 +152,40 @@ def tqdm(*args, **kwargs):
     from tqdm.auto import tqdm as auto_bar
 
     return auto_bar(*args, **kwargs)
+
+
+class _CurrentStdout(logging.StreamHandler):
+    """A handler that writes to whatever ``sys.stdout`` is when a record is emitted (a notebook
+    kernel's, a test's captured one), not to the one it was created with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self):  # noqa: D401
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:  # logging.StreamHandler sets it; the current one is used
+        pass
+
+
+def get_logger() -> logging.Logger:
+    """kdnb's logger (``logging.getLogger("kdnb")``): INFO and above on the current stdout as
+    ``[kdnb] message`` (``[kdnb] warning: …`` for warnings), set up once. Stage starts and times,
+    resumed checkpoints and CUDA-graph reports go through it; change its level with
+    ``logging.getLogger("kdnb").setLevel(...)``."""
+    log = logging.getLogger("kdnb")
+    if not any(isinstance(h, _CurrentStdout) for h in log.handlers):
+        handler = _CurrentStdout()
+        handler.setFormatter(_Format())
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    return log
+
+
+class _Format(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        level = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
+        return f"[kdnb] {level}{record.getMessage()}"

@@ -26,7 +26,7 @@ overrides = {}  # dotted keys to values, e.g. teacher.epochs: 1 (from make repor
 from kdnb import figures, report
 from kdnb.config import load_config
 from kdnb.data import load_task, task_spec
-from kdnb.teacher import load_tokenizer
+from kdnb.models.teacher import load_tokenizer
 from kdnb.utils import Timer
 
 cfg = load_config(task, profile, data_dir=data_dir, overrides=overrides)

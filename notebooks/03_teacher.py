@@ -11,7 +11,7 @@
 # %% [markdown]
 # # 03 · Teacher
 #
-# Fine-tunes the teacher (`kdnb.teacher.fine_tune_teacher`: Adam 5e-5, batch 36, 3 epochs,
+# Fine-tunes the teacher (`kdnb.training.teacher.fine_tune_teacher`: Adam 5e-5, batch 36, 3 epochs,
 # 10 % linear warm-up, as in Sučík 2020; the checkpoint with the best dev score is kept, as in the
 # thesis — which makes its dev score optimistic: test scores, where labelled, are not selected on)
 # and labels the transfer set with its logits
@@ -29,7 +29,7 @@ overrides = {}  # dotted keys to values, e.g. teacher.epochs: 1 (from make repor
 from kdnb import report
 from kdnb.config import load_config
 from kdnb.data import load_task, subsample, task_spec
-from kdnb.teacher import compute_teacher_logits, fine_tune_teacher
+from kdnb.training.teacher import compute_teacher_logits, fine_tune_teacher
 from kdnb.utils import Timer
 
 cfg = load_config(task, profile, data_dir=data_dir, overrides=overrides)
@@ -50,7 +50,7 @@ print(f"reused saved teacher: {result.reused}")
 
 # %%
 # NBVAL_CHECK_OUTPUT
-from kdnb.learning import learning_table
+from kdnb.analysis.learning import learning_table
 
 print(f"parameters: {result.n_params:,}")
 print(f"dev {metric}: {100 * result.dev_score:.1f} % (kept checkpoint, epoch {result.best_epoch}; "
@@ -71,7 +71,7 @@ print(learning_table(cfg, models=[]).to_string(index=False))  # above the majori
 # %%
 from kdnb import augment
 
-with Timer() as timer:  # kdnb.teacher.compute_teacher_logits on the training rows once, then on each set's new rows
+with Timer() as timer:  # kdnb.training.teacher.compute_teacher_logits on the training rows once, then on each set's new rows
     transfer_sets = augment.label_transfer_sets(cfg, dsd, force=force or not result.reused)
 report.record_stage(cfg, "teacher_logits", timer.seconds, reused=transfer_sets.reused)
 transfer = transfer_sets[cfg.augment.transfer_set]

@@ -30,7 +30,8 @@ from kdnb import report
 from kdnb.augment import load_transfer_set, source_counts
 from kdnb.config import load_config
 from kdnb.data import load_task, task_spec
-from kdnb.students import distill_bilstm, distill_seeds
+from kdnb.training.bilstm import distill_bilstm
+from kdnb.training.runs import distill_seeds
 
 cfg = load_config(task, profile, data_dir=data_dir, overrides=overrides)
 dsd = load_task(cfg.task, cfg.data_path)
@@ -72,7 +73,7 @@ if cfg.bilstm.enabled:
 
 # %%
 if cfg.augment.ablation and cfg.bilstm.enabled:
-    from kdnb.augment import augmentation_ablation
+    from kdnb.experiments import augmentation_ablation
     from kdnb.utils import Timer
 
     with Timer() as timer:
@@ -91,7 +92,7 @@ if cfg.augment.ablation and cfg.bilstm.enabled:
 
 # %%
 if cfg.augment.size_ablation and cfg.bilstm.enabled:
-    from kdnb.augment import plot_transfer_size, transfer_size_ablation
+    from kdnb.experiments import plot_transfer_size, transfer_size_ablation
     from kdnb.utils import Timer
 
     with Timer() as timer:
@@ -117,7 +118,7 @@ if cfg.augment.size_ablation and cfg.bilstm.enabled:
 # %%
 bert = None
 if cfg.bert_student.enabled:
-    from kdnb.bert_student import distill_bert_student
+    from kdnb.training.bert_student import distill_bert_student
 
     bc = cfg.bert_student
     bert_seeds = distill_seeds(cfg, distill_bert_student, transfer, dsd, name="bert_student", method=bc.method,
@@ -147,11 +148,11 @@ if bert is not None:
 #
 # Each student's dev score beside the majority-class baseline, and its agreement with the
 # teacher (dev rows where it predicts the teacher's class) beside that of a student that learned
-# nothing (always the majority class): distillation should raise it (`kdnb.learning`).
+# nothing (always the majority class): distillation should raise it (`kdnb.analysis.learning`).
 
 # %%
 # NBVAL_CHECK_OUTPUT
-from kdnb.learning import learning_table
+from kdnb.analysis.learning import learning_table
 
 trained = [m for m, on in (("bilstm", cfg.bilstm.enabled), ("bert_student", bert is not None)) if on]
 print(learning_table(cfg, models=trained).to_string(index=False))
@@ -176,7 +177,7 @@ print(learning_table(cfg, models=trained).to_string(index=False))
 
 # %%
 if cfg.kd_ablation.enabled:
-    from kdnb.bert_student import kd_ablation
+    from kdnb.experiments import kd_ablation
     from kdnb.utils import Timer
 
     with Timer() as timer:
@@ -197,18 +198,18 @@ if cfg.kd_ablation.enabled:
 # correct/wrong (one threshold `peakd.ptp_threshold` on its softmax confidence) until
 # convergence: early stopping when the accuracy on the dev set's PTP labels has not improved
 # for `peakd.ptp_patience` epochs (at most `peakd.ptp_epochs`). Then KD with (1 − α) CE +
-# α KL·T² + β MSE of the normalised [CLS] states (`kdnb.peakd`). Every variant of
+# α KL·T² + β MSE of the normalised [CLS] states (`kdnb.training.peakd`). Every variant of
 # `peakd.variants` trains on the same transfer set with the same seeds (`peakd.seeds`: 3 in
 # the `peakd` profile; the table gives mean ± std); the table is
 # written to `outputs/<task>/peakd.csv`.
 
 # %%
 if cfg.peakd.enabled:
-    from kdnb import peakd
+    from kdnb import experiments
     from kdnb.utils import Timer
 
     with Timer() as timer:
-        pea = peakd.peakd_comparison(cfg, transfer, dsd, force=force)
+        pea = experiments.peakd_comparison(cfg, transfer, dsd, force=force)
     report.record_stage(cfg, "peakd", timer.seconds)
     report.save_table(cfg, pea.table, "peakd")
     pc = cfg.peakd

@@ -12,7 +12,7 @@
 # # 05 · Probing
 #
 # What do the teacher's layers and the students know about a sentence? The 10 SentEval probing
-# tasks of Conneau et al. (2018), as in Sučík (2020): `kdnb.probing` averages each
+# tasks of Conneau et al. (2018), as in Sučík (2020): `kdnb.analysis.probing` averages each
 # BERT layer over the tokens (E = the embedding layer; for BERT-large the thesis plots E, 1, 6,
 # 12, 18, 24, and the same spread is used for other depths), averages the BERT student's
 # embedding output and every one of its layers E, 1…L (where `bert_student.enabled`), takes the
@@ -39,7 +39,8 @@ force = False
 overrides = {}  # dotted keys to values, e.g. teacher.epochs: 1 (from make report ARGS)
 
 # %%
-from kdnb import probing, report
+from kdnb import report
+from kdnb.analysis import probing
 from kdnb.config import load_config
 
 cfg = load_config(task, profile, data_dir=data_dir, overrides=overrides)

@@ -13,7 +13,7 @@
 #
 # The results table (ours beside the thesis' numbers, Sučík 2020), stage runtimes, the
 # learning curves, the analysis of the models' dev predictions (`kdnb.analysis`), the
-# efficiency benchmark (`kdnb.bench`) and, when `analysis.optuna_trials` > 0, a hyperparameter
+# efficiency benchmark (`kdnb.analysis.bench`) and, when `analysis.optuna_trials` > 0, a hyperparameter
 # exploration of the BiLSTM student (`analysis.optuna_bert_trials` > 0: the BERT student's size
 # map); tables go to `outputs/<task>/`, figures to `thesis_figures/`.
 
@@ -52,9 +52,9 @@ print(results.dropna(axis=1, how="all").to_string(index=False))
 
 # %%
 # NBVAL_CHECK_OUTPUT
-from kdnb.learning import learning_table
+from kdnb.analysis.learning import learning_table
 
-print(learning_table(cfg).to_string(index=False))  # every model vs the majority class (kdnb.learning)
+print(learning_table(cfg).to_string(index=False))  # every model vs the majority class (kdnb.analysis.learning)
 
 # %% [markdown]
 # The thesis' final numbers (Sučík 2020; sources cited in `kdnb.report.THESIS_REFERENCE`): its
@@ -102,17 +102,17 @@ if students:
 # model 2 also makes, so the matrix is not symmetric (`measure="jaccard"` gives Jaccard instead).
 
 # %%
-from kdnb import analysis
+from kdnb.analysis import bench, explore, predictions
 
-preds = analysis.load_predictions(cfg)
-names = analysis.label_names(cfg)
-conf = analysis.confidences(preds)
-corr = analysis.confidence_correlation(conf)
-by_outcome = analysis.confidence_by_outcome(conf)
-overlap = analysis.overlap_matrix(preds, "mistakes", "share")
-overlap_counts = analysis.overlap_matrix(preds, "mistakes", "count")
-hits = analysis.overlap_matrix(preds, "hits", "share")
-mistakes = analysis.mistake_classes(preds, names)
+preds = predictions.load_predictions(cfg)
+names = predictions.label_names(cfg)
+conf = predictions.confidences(preds)
+corr = predictions.confidence_correlation(conf)
+by_outcome = predictions.confidence_by_outcome(conf)
+overlap = predictions.overlap_matrix(preds, "mistakes", "share")
+overlap_counts = predictions.overlap_matrix(preds, "mistakes", "count")
+hits = predictions.overlap_matrix(preds, "hits", "share")
+mistakes = predictions.mistake_classes(preds, names)
 report.save_table(cfg, corr.reset_index(), "confidence_correlation")
 report.save_table(cfg, by_outcome, "confidence_by_outcome")
 report.save_table(cfg, overlap_counts.reset_index(), "mistakes_overlap")
@@ -153,7 +153,7 @@ fig = figures.plot_mistake_classes(mistakes, cfg.task)
 report.save_figure(cfg, fig, "mistake_classes")
 
 # %%
-analysis.confusions(preds, names, top=5 if len(names) > 2 else 2)
+predictions.confusions(preds, names, top=5 if len(names) > 2 else 2)
 
 # %% [markdown]
 # ## Efficiency: parameters and inference time per example
@@ -168,7 +168,6 @@ analysis.confusions(preds, names, top=5 if len(names) > 2 else 2)
 # and against the teacher.
 
 # %%
-from kdnb import bench
 from kdnb.utils import read_json
 
 if cfg.analysis.bench:
@@ -199,7 +198,7 @@ speed_png
 # `outputs/<task>/optuna.db` and resumes where it stopped.
 
 # %%
-trials = analysis.size_map_trials(cfg, "bilstm")  # empty unless analysis.optuna_trials > 0
+trials = explore.size_map_trials(cfg, "bilstm")  # empty unless analysis.optuna_trials > 0
 if len(trials):
     report.save_table(cfg, trials, "optuna_trials")
 trials
@@ -207,7 +206,7 @@ trials
 # %%
 size_map_png = None
 if len(trials):
-    m = analysis.SIZE_MAPS["bilstm"]
+    m = explore.SIZE_MAPS["bilstm"]
     fig = figures.plot_size_map(trials, m["x"], m["y"], "best dev (%)", cfg.task, f"best dev {metric} {m['title']}")
     size_map_png = report.save_figure(cfg, fig, "bilstm_size_map")
 size_map_png
@@ -222,7 +221,7 @@ size_map_png
 # profile); the students are kept under `outputs/<task>/explore/` and reused.
 
 # %%
-emb_table = analysis.embedding_exploration(cfg)  # empty unless analysis.explore_embeddings
+emb_table = explore.embedding_exploration(cfg)  # empty unless analysis.explore_embeddings
 emb_png = None
 if len(emb_table):
     report.save_table(cfg, emb_table, "embedding_exploration")
@@ -241,7 +240,7 @@ emb_png
 # lives in `outputs/<task>/optuna.db` beside the BiLSTM's and resumes where it stopped.
 
 # %%
-bert_trials = analysis.size_map_trials(cfg, "bert_student")  # empty unless analysis.optuna_bert_trials > 0
+bert_trials = explore.size_map_trials(cfg, "bert_student")  # empty unless analysis.optuna_bert_trials > 0
 if len(bert_trials):
     report.save_table(cfg, bert_trials, "optuna_bert_trials")
 bert_trials
@@ -249,7 +248,7 @@ bert_trials
 # %%
 bert_size_map_png = None
 if len(bert_trials):
-    m = analysis.SIZE_MAPS["bert_student"]
+    m = explore.SIZE_MAPS["bert_student"]
     fig = figures.plot_size_map(bert_trials, m["x"], m["y"], "best dev (%)", cfg.task,
                                 f"best dev {metric} {m['title']}")
     bert_size_map_png = report.save_figure(cfg, fig, "bert_student_size_map")

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kdnb import analysis, figures, report
+from kdnb import figures, report
+from kdnb.analysis import explore, predictions
 from kdnb.config import load_config
 from kdnb.errors import ConfigError, DataError, StageInputError
 
@@ -53,24 +54,24 @@ def three_models(smoke_cfg):
 
 
 def test_load_predictions_order_and_missing_teacher(three_models, tmp_path):
-    preds = analysis.load_predictions(three_models)
+    preds = predictions.load_predictions(three_models)
     assert list(preds) == ["teacher", "bert", "bilstm"]
-    assert list(analysis.load_predictions(three_models, models=["bilstm", "teacher"])) == ["bilstm", "teacher"]
+    assert list(predictions.load_predictions(three_models, models=["bilstm", "teacher"])) == ["bilstm", "teacher"]
     with pytest.raises(StageInputError, match="no dev predictions for nope"):
-        analysis.load_predictions(three_models, models=["nope"])
+        predictions.load_predictions(three_models, models=["nope"])
     empty = load_config("cola", "smoke", overrides={"output_dir": str(tmp_path / "empty")})
     with pytest.raises(StageInputError, match="03_teacher"):
-        analysis.load_predictions(empty)
+        predictions.load_predictions(empty)
 
 
 def test_confidence_is_softmax_max_and_correlations(three_models):
-    preds = analysis.load_predictions(three_models)
-    conf = analysis.confidences(preds)
+    preds = predictions.load_predictions(three_models)
+    conf = predictions.confidences(preds)
     t = conf[conf["model"] == "teacher"].sort_values("idx")
     # logits (s, 0) → max softmax = 1 / (1 + e^-s)
     np.testing.assert_allclose(t["confidence"], 1 / (1 + np.exp(-np.arange(1, 9))), rtol=1e-9)
     assert t["correct"].tolist() == [True, True, True, False, True, True, True, False]
-    corr = analysis.confidence_correlation(conf)
+    corr = predictions.confidence_correlation(conf)
     assert list(corr.columns) == ["teacher", "bert", "bilstm"]
     np.testing.assert_allclose(np.diag(corr), 1.0)
     assert corr.loc["teacher", "bilstm"] > 0.9  # same ordering of confidences
@@ -81,8 +82,8 @@ def test_confidence_is_softmax_max_and_correlations(three_models):
 
 
 def test_confidence_by_outcome(three_models):
-    conf = analysis.confidences(analysis.load_predictions(three_models))
-    stats = analysis.confidence_by_outcome(conf).set_index(["model", "outcome"])
+    conf = predictions.confidences(predictions.load_predictions(three_models))
+    stats = predictions.confidence_by_outcome(conf).set_index(["model", "outcome"])
     wrong = 1 / (1 + np.exp(-np.array([4.0, 8.0])))
     assert stats.loc[("teacher", "incorrect"), "n"] == 2
     assert stats.loc[("teacher", "correct"), "n"] == 6
@@ -91,33 +92,33 @@ def test_confidence_by_outcome(three_models):
 
 
 def test_overlap_of_mistakes_and_hits(three_models):
-    preds = analysis.load_predictions(three_models)
-    counts = analysis.overlap_matrix(preds, "mistakes", "count")
+    preds = predictions.load_predictions(three_models)
+    counts = predictions.overlap_matrix(preds, "mistakes", "count")
     assert counts.loc["teacher", "teacher"] == 2 and counts.loc["bilstm", "bilstm"] == 3
     assert counts.loc["teacher", "bilstm"] == 2 and counts.loc["teacher", "bert"] == 0
-    jac = analysis.overlap_matrix(preds, "mistakes", "jaccard")
+    jac = predictions.overlap_matrix(preds, "mistakes", "jaccard")
     assert jac.loc["teacher", "bilstm"] == pytest.approx(2 / 3)
     assert jac.loc["bert", "teacher"] == 0.0
-    share = analysis.overlap_matrix(preds, "mistakes", "share")
+    share = predictions.overlap_matrix(preds, "mistakes", "share")
     assert share.loc["teacher", "bilstm"] == 1.0 and share.loc["bilstm", "teacher"] == pytest.approx(2 / 3)
-    default = analysis.overlap_matrix(preds, "mistakes")  # the thesis' measure by default
+    default = predictions.overlap_matrix(preds, "mistakes")  # the thesis' measure by default
     pd.testing.assert_frame_equal(default, share)
     assert default.loc["teacher", "bilstm"] != default.loc["bilstm", "teacher"]  # asymmetric
     assert np.allclose(np.diag(default.to_numpy()), 1.0)
-    hits = analysis.overlap_matrix(preds, "hits", "count")
+    hits = predictions.overlap_matrix(preds, "hits", "count")
     assert hits.loc["teacher", "bilstm"] == 5  # both right on 0, 1, 4, 5, 6
     with pytest.raises(ValueError):
-        analysis.overlap_matrix(preds, "errors")
+        predictions.overlap_matrix(preds, "errors")
 
 
 def test_mistake_classes_and_confusions(three_models):
-    preds = analysis.load_predictions(three_models)
-    dist = analysis.mistake_classes(preds, ("unacceptable", "acceptable")).set_index(["model", "label"])
+    preds = predictions.load_predictions(three_models)
+    dist = predictions.mistake_classes(preds, ("unacceptable", "acceptable")).set_index(["model", "label"])
     assert dist.loc[("bilstm", "unacceptable"), "mistakes"] == 2
     assert dist.loc[("bilstm", "acceptable"), "mistakes"] == 1
     assert dist.loc[("bilstm", "unacceptable"), "share"] == pytest.approx(2 / 3)
     assert dist.loc[("bilstm", "unacceptable"), "error_rate"] == pytest.approx(2 / 4)
-    conf = analysis.confusions(preds, ("unacceptable", "acceptable"))
+    conf = predictions.confusions(preds, ("unacceptable", "acceptable"))
     top = conf[conf["model"] == "bilstm"].iloc[0]
     assert (top["label"], top["predicted"], top["count"]) == ("unacceptable", "acceptable", 2)
 
@@ -127,30 +128,30 @@ def test_bad_prediction_files(three_models):
     text = path.read_text().splitlines()
     path.write_text("\n".join(text[:3] + ["x" + text[3]] + text[4:]) + "\n")
     with pytest.raises(DataError, match=r"line 4: column 'idx'"):
-        analysis.load_predictions(three_models)
+        predictions.load_predictions(three_models)
     df = pd.read_csv(three_models.out / "teacher" / "dev_predictions.csv")
     df.loc[2, "prediction"] = 1 - df.loc[2, "prediction"]
     df.to_csv(path, index=False)
     with pytest.raises(DataError, match="line 4: prediction .* arg-max"):
-        analysis.load_predictions(three_models)
+        predictions.load_predictions(three_models)
     df = pd.read_csv(three_models.out / "teacher" / "dev_predictions.csv").iloc[:-1]
     df.to_csv(path, index=False)
     with pytest.raises(DataError, match="idx values differ"):
-        analysis.load_predictions(three_models)
+        predictions.load_predictions(three_models)
 
 
 def test_sara_intents_in_mistake_figure(tmp_path):
     cfg = load_config("sara", "smoke", overrides={"output_dir": str(tmp_path / "out"),
                                                    "figures_dir": str(tmp_path / "fig")})
-    names = analysis.label_names(cfg)
+    names = predictions.label_names(cfg)
     assert len(names) == 57 and "enter_data" in names
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 57, 200)
     for where in ("teacher", "students/bilstm"):
         pred = np.where(rng.random(200) < 0.8, labels, rng.integers(0, 57, 200))
         write_preds(cfg.out / where / "dev_predictions.csv", labels, onehot_logits(pred, 57, 3.0))
-    preds = analysis.load_predictions(cfg)
-    dist = analysis.mistake_classes(preds, names)
+    preds = predictions.load_predictions(cfg)
+    dist = predictions.mistake_classes(preds, names)
     assert set(dist["label"]) <= set(names)
     assert dist.groupby("model")["share"].sum().round(6).tolist() == [1.0, 1.0]
     fig = figures.plot_mistake_classes(dist, cfg.task)
@@ -163,13 +164,13 @@ def test_sara_intents_in_mistake_figure(tmp_path):
 
 def test_analysis_figures(three_models):
     assert matplotlib.get_backend().lower() == "agg"
-    preds = analysis.load_predictions(three_models)
-    conf = analysis.confidences(preds)
-    fig = figures.plot_confidence_correlation(analysis.confidence_correlation(conf), "cola")
+    preds = predictions.load_predictions(three_models)
+    conf = predictions.confidences(preds)
+    fig = figures.plot_confidence_correlation(predictions.confidence_correlation(conf), "cola")
     assert fig.axes[0].get_title() == "cola: correlation of confidences (dev)"
-    fig = figures.plot_average_confidence(analysis.confidence_by_outcome(conf), "cola")
+    fig = figures.plot_average_confidence(predictions.confidence_by_outcome(conf), "cola")
     assert len(fig.axes[0].patches) >= 6 and "confidence" in fig.axes[0].get_ylabel()
-    fig = figures.plot_overlap(analysis.overlap_matrix(preds), "cola", "mistakes")
+    fig = figures.plot_overlap(predictions.overlap_matrix(preds), "cola", "mistakes")
     assert "mistakes" in fig.axes[0].get_title() and "model 1" in fig.axes[0].get_ylabel()
     df = pd.DataFrame({"width": [0.5, 1, 0.5, 1], "emb": ["a", "a", "b", "b"], "score": [1, 2, 3, 4.0]})
     fig = figures.plot_size_map(df, "width", "emb", "score", "cola", "map")
@@ -291,15 +292,15 @@ def test_html_report_appends_figures_no_cell_showed(smoke_cfg):
 def test_optuna_exploration_is_resumable(tmp_path):
     cfg, transfer, dsd = _optuna_stand_in(tmp_path, **{"analysis.optuna_epochs": 1, "bilstm.batch_size": 16})
 
-    study = analysis.explore_bilstm(cfg, transfer, dsd, n_trials=1)
-    assert analysis.study_path(cfg).is_file()
+    study = explore.explore_bilstm(cfg, transfer, dsd, n_trials=1)
+    assert explore.study_path(cfg).is_file()
     assert (cfg.out / "optuna" / "trial-000" / "result.json").is_file()
     assert not (cfg.out / "optuna" / "trial-000" / "model.pt").exists()
     assert not (cfg.out / "students" / "bilstm").exists()  # trials stay out of the students' folder
-    assert len(analysis.explore_bilstm(cfg, transfer, dsd, n_trials=1).trials) == 1  # resumed: nothing to do
-    table = analysis.study_table(analysis.explore_bilstm(cfg, transfer, dsd, n_trials=2))  # one more trial
+    assert len(explore.explore_bilstm(cfg, transfer, dsd, n_trials=1).trials) == 1  # resumed: nothing to do
+    table = explore.study_table(explore.explore_bilstm(cfg, transfer, dsd, n_trials=2))  # one more trial
     assert len(table) == 2 and set(table["trial"]) == {0, 1}
-    assert set(table["width"]) <= set(analysis.WIDTHS)
+    assert set(table["width"]) <= set(explore.WIDTHS)
     assert table["best dev"].is_monotonic_decreasing
     assert {"learning_rate", "batch_size", "embedding", "embedding_mode", "parameters (M)"} <= set(table.columns)
 
@@ -310,24 +311,24 @@ def test_embedding_type_by_mode_exploration_is_resumable(tmp_path):
     cfg, transfer, dsd = _optuna_stand_in(tmp_path, **{"bilstm.batch_size": 16, "bilstm.word2vec.vector_size": 16,
                                                        "bilstm.word2vec.epochs": 1})
     modes = ("static", "multichannel")
-    table = analysis.explore_embeddings(cfg, transfer, dsd, modes=modes, epochs=1)
-    assert list(zip(table["embedding"], table["mode"])) == [(e, m) for e in analysis.EMBEDDINGS for m in modes]
+    table = explore.explore_embeddings(cfg, transfer, dsd, modes=modes, epochs=1)
+    assert list(zip(table["embedding"], table["mode"])) == [(e, m) for e in explore.EMBEDDINGS for m in modes]
     assert table["best dev"].between(-1, 1).all() and (table["best dev"] >= table["final dev"] - 1e-9).all()
     size = table.set_index(["embedding", "mode"])["parameters"]
     assert size[("word2vec", "static")] < size[("teacher_wordpiece", "static")]  # a word vocabulary, 16-d
     assert size[("word2vec", "multichannel")] > size[("word2vec", "static")]      # the second, trained copy
-    for e in analysis.EMBEDDINGS:
+    for e in explore.EMBEDDINGS:
         assert (cfg.out / "explore" / f"embeddings-{e}-static" / "result.json").is_file()
     assert not (cfg.out / "students" / "bilstm").exists()
-    again = analysis.explore_embeddings(cfg, transfer, dsd, modes=modes, epochs=1)  # resumed: all reused
+    again = explore.explore_embeddings(cfg, transfer, dsd, modes=modes, epochs=1)  # resumed: all reused
     pd.testing.assert_frame_equal(again, table)
     with pytest.raises(ConfigError, match="explore_embeddings"):
-        analysis.explore_embeddings(cfg, transfer, dsd, modes=("frozen",))
+        explore.explore_embeddings(cfg, transfer, dsd, modes=("frozen",))
     fig = figures.plot_embedding_modes(table.assign(**{"best dev (%)": 100 * table["best dev"]}), "cola")
     assert len(fig.axes[0].patches) >= 4
-    explore = {t: load_config(t, "explore") for t in ("cola", "sst2")}
+    explore_cfgs = {t: load_config(t, "explore") for t in ("cola", "sst2")}
     assert all(c.analysis.explore_embeddings and c.analysis.optuna_trials > 0 and c.analysis.optuna_bert_trials > 0
-               for c in explore.values())
+               for c in explore_cfgs.values())
     assert not load_config("cola", "cpu").analysis.explore_embeddings
 
 
@@ -339,13 +340,13 @@ def test_exploration_trains_on_a_fixed_random_subset_of_the_transfer_set(monkeyp
     transfer = datasets.Dataset.from_dict({"sentence": [f"s{i}" for i in range(100)], "label": [i % 2 for i in range(100)]})
     monkeypatch.setattr(kdnb.augment, "load_transfer_set", lambda cfg, name=None: transfer)
     cfg = load_config("cola", "smoke", overrides={"analysis.explore_rows": 30})
-    rows = analysis.exploration_set(cfg)
+    rows = explore.exploration_set(cfg)
     assert len(rows) == 30 and len(set(rows["sentence"])) == 30
     assert rows["sentence"] != transfer["sentence"][:30]                      # drawn at random, not the first rows
-    assert analysis.exploration_set(cfg)["sentence"] == rows["sentence"]       # the same rows every time
-    assert analysis.exploration_set(cfg.with_seed(43))["sentence"] != rows["sentence"]
-    assert len(analysis.exploration_set(load_config("cola", "smoke"))) == 100  # None: the whole set
-    assert len(analysis.exploration_set(load_config("cola", "smoke", overrides={"analysis.explore_rows": 500}))) == 100
+    assert explore.exploration_set(cfg)["sentence"] == rows["sentence"]       # the same rows every time
+    assert explore.exploration_set(cfg.with_seed(43))["sentence"] != rows["sentence"]
+    assert len(explore.exploration_set(load_config("cola", "smoke"))) == 100  # None: the whole set
+    assert len(explore.exploration_set(load_config("cola", "smoke", overrides={"analysis.explore_rows": 500}))) == 100
     with pytest.raises(ConfigError, match="analysis.explore_rows"):
         load_config("cola", "smoke", overrides={"analysis.explore_rows": 0})
 
@@ -357,7 +358,7 @@ def _optuna_stand_in(tmp_path, **overrides):
     from transformers import AutoModelForSequenceClassification
 
     from kdnb.data import load_task
-    from kdnb.teacher import load_tokenizer, resolve_model_path
+    from kdnb.models.teacher import load_tokenizer, resolve_model_path
     from kdnb.utils import write_json
 
     cfg = load_config("cola", "smoke", overrides={"output_dir": str(tmp_path / "out"), **overrides})
@@ -376,8 +377,8 @@ def _optuna_stand_in(tmp_path, **overrides):
 
 
 def test_bert_student_size_rules():
-    assert [analysis.bert_num_heads(h) for h in (32, 64, 96, 204, 384, 768)] == [1, 1, 2, 3, 6, 12]
-    assert analysis.bert_intermediate_size(204) == 750 and analysis.bert_intermediate_size(96) == 353
+    assert [explore.bert_num_heads(h) for h in (32, 64, 96, 204, 384, 768)] == [1, 1, 2, 3, 6, 12]
+    assert explore.bert_intermediate_size(204) == 750 and explore.bert_intermediate_size(96) == 353
     with pytest.raises(ConfigError, match="analysis.optuna_bert_trials"):
         load_config("cola", "smoke", overrides={"analysis.optuna_bert_trials": -1})
     with pytest.raises(ConfigError, match="analysis.optuna_bert_widths"):
@@ -390,22 +391,22 @@ def test_bert_student_size_exploration_is_resumable(tmp_path):
     cfg, transfer, dsd = _optuna_stand_in(tmp_path, **{"analysis.optuna_epochs": 1, "bert_student.batch_size": 16})
     assert cfg.analysis.optuna_bert_trials == 2  # the smoke profile's budget, what notebook 06 runs
     assert cfg.analysis.optuna_bert_widths == [32, 64] and cfg.analysis.optuna_bert_max_layers == 2
-    study = analysis.explore_bert_student(cfg, transfer, dsd)
+    study = explore.explore_bert_student(cfg, transfer, dsd)
     assert study.study_name == "bert_student-cola-L2-H32-64"
     assert len(study.trials) == 2
     for t in study.trials:
         tdir = cfg.out / "optuna" / f"bert_student-L2-H32-64-trial-{t.number:03d}"
         sizes = read_json(tdir / "result.json")["sizes"]
-        h, heads = t.params["hidden_size"], analysis.bert_num_heads(t.params["hidden_size"])
+        h, heads = t.params["hidden_size"], explore.bert_num_heads(t.params["hidden_size"])
         assert sizes == {"num_layers": t.params["num_layers"], "hidden_size": h, "num_heads": heads,
-                         "intermediate_size": analysis.bert_intermediate_size(h)}
+                         "intermediate_size": explore.bert_intermediate_size(h)}
         assert 1e-4 <= t.params["learning_rate"] <= 2e-3
         assert (tdir / "learning_curve.csv").is_file() and not (tdir / "model.pt").exists()
         assert t.value == pytest.approx(pd.read_csv(tdir / "learning_curve.csv")["dev_score"].max())
     assert not (cfg.out / "students" / "bert_student").exists()  # trials stay out of the students' folder
-    again = analysis.explore_bert_student(cfg, transfer, dsd, n_trials=2)  # resumed: nothing to do
+    again = explore.explore_bert_student(cfg, transfer, dsd, n_trials=2)  # resumed: nothing to do
     assert [t.datetime_start for t in again.trials] == [t.datetime_start for t in study.trials]
-    table = analysis.study_table(again)
+    table = explore.study_table(again)
     assert {"num_layers", "hidden_size", "learning_rate", "best dev", "parameters (M)", "non-embedding (M)",
             "seconds"} <= set(table.columns)
     assert set(table["trial"]) == {0, 1} and table["best dev"].is_monotonic_decreasing
@@ -430,7 +431,7 @@ def test_bert_student_size_exploration_is_resumable(tmp_path):
 def test_bert_student_exploration_with_teacher_init_samples_depth_only(tmp_path):
     cfg, transfer, dsd = _optuna_stand_in(tmp_path, **{"analysis.optuna_epochs": 1, "bert_student.batch_size": 16,
                                                        "bert_student.init": "teacher"})
-    study = analysis.explore_bert_student(cfg, transfer, dsd, n_trials=1)
+    study = explore.explore_bert_student(cfg, transfer, dsd, n_trials=1)
     assert study.study_name == "bert_student-cola-L2-H384-init-teacher"  # the teacher's width, its own study
     (trial,) = study.trials
     assert trial.params["hidden_size"] == 384 and trial.params["num_layers"] in (1, 2)
@@ -446,14 +447,14 @@ def test_size_map_trials_runs_the_study_on_notebook_04s_transfer_set(tmp_path, m
                                                        "analysis.optuna_trials": 1})
     monkeypatch.setattr(augment, "load_transfer_set", lambda c: transfer)
     monkeypatch.setattr(data, "load_task", lambda task, path: dsd)
-    table = analysis.size_map_trials(cfg, "bilstm")
+    table = explore.size_map_trials(cfg, "bilstm")
     assert len(table) == 1 and table["best dev (%)"].iloc[0] == pytest.approx(100 * table["best dev"].iloc[0])
     assert table["embedding"].iloc[0] in {f"{e}, {m}" for e in ("teacher_wordpiece", "random")
                                           for m in ("non-static", "multichannel")}
-    m = analysis.SIZE_MAPS["bilstm"]
+    m = explore.SIZE_MAPS["bilstm"]
     assert {m["x"], m["y"]} <= set(table.columns)
     off = load_config("cola", "smoke", overrides={"output_dir": str(tmp_path / "off"), "analysis.optuna_trials": 0})
     monkeypatch.setattr(augment, "load_transfer_set", lambda c: pytest.fail("loaded with no trials asked"))
-    assert analysis.size_map_trials(off, "bilstm").empty
+    assert explore.size_map_trials(off, "bilstm").empty
     with pytest.raises(ValueError, match="unknown student 'lstm'"):
-        analysis.size_map_trials(cfg, "lstm")
+        explore.size_map_trials(cfg, "lstm")

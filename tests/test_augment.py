@@ -20,6 +20,8 @@ import pytest
 import torch
 
 from kdnb import augment as A
+from kdnb import experiments
+from kdnb.augment import gpt2, rules, shards
 from kdnb.config import load_config
 from kdnb.data import load_task
 from kdnb.errors import ConfigError, StageInputError
@@ -44,7 +46,7 @@ def dsd():
 
 @pytest.fixture(scope="module")
 def nlp():
-    return A.load_spacy()
+    return rules.load_spacy()
 
 
 # ---- configuration -------------------------------------------------------------------------
@@ -76,7 +78,7 @@ def test_sets_and_methods_needed(tmp_path):
 def test_pos_vocabulary_is_the_tag_conditioned_unigram_distribution():
     tagged = [(["the", "dog", "ran"], [True, True, False], ["DT", "NN", "VBD"]),
               (["a", "dog", "cat"], [True, True, False], ["DT", "NN", "NN"])]
-    vocab = A.PosVocabulary(tagged)
+    vocab = rules.PosVocabulary(tagged)
     assert vocab.probabilities("NN") == pytest.approx({"cat": 1 / 3, "dog": 2 / 3})
     rng = np.random.default_rng(0)
     draws = Counter(vocab.sample("NN", rng) for _ in range(6000))
@@ -84,18 +86,18 @@ def test_pos_vocabulary_is_the_tag_conditioned_unigram_distribution():
 
 
 def test_rule_sample_operations(nlp):
-    (tok, sp, tags), = A.tag_sentences(["The quick brown fox jumped over the lazy dog."], nlp)
-    vocab = A.PosVocabulary(A.tag_sentences(["A slow red cat walked under the big table.",
+    (tok, sp, tags), = rules.tag_sentences(["The quick brown fox jumped over the lazy dog."], nlp)
+    vocab = rules.PosVocabulary(rules.tag_sentences(["A slow red cat walked under the big table.",
                                               "The quick brown fox jumped over the lazy dog."], nlp))
     rng = np.random.default_rng(1)
-    assert A.detokenize(tok, sp) == "The quick brown fox jumped over the lazy dog."
+    assert rules.detokenize(tok, sp) == "The quick brown fox jumped over the lazy dog."
     # masking only: every token becomes [MASK]
-    s = A.rule_sample(tok, sp, tags, vocab, rng, p_mask=0.999999, p_pos=0.0, p_ngram=0.0)
+    s = rules.rule_sample(tok, sp, tags, vocab, rng, p_mask=0.999999, p_pos=0.0, p_ngram=0.0)
     assert s == " ".join(["[MASK]"] * 10)
     # POS swaps only: same length, every token replaced by a word seen with its tag
     swapped = 0
     for _ in range(20):
-        out = A.rule_sample(tok, sp, tags, vocab, rng, p_mask=0.0, p_pos=0.999999, p_ngram=0.0)
+        out = rules.rule_sample(tok, sp, tags, vocab, rng, p_mask=0.0, p_pos=0.999999, p_ngram=0.0)
         words = out[:-1].split()
         assert len(words) == 9 and out.endswith(".")
         assert all(w in vocab.words[t] for w, t in zip(words, tags))
@@ -103,10 +105,10 @@ def test_rule_sample_operations(nlp):
     assert swapped > 10
     # n-grams only: a contiguous run of 1..5 original tokens
     for _ in range(30):
-        out = A.rule_sample(tok, sp, tags, vocab, rng, p_mask=0.0, p_pos=0.0, p_ngram=1.0, ngram_max=5)
-        assert out in A.detokenize(tok, sp) and 1 <= len(A.tag_sentences([out], nlp)[0][0]) <= 5
+        out = rules.rule_sample(tok, sp, tags, vocab, rng, p_mask=0.0, p_pos=0.0, p_ngram=1.0, ngram_max=5)
+        assert out in rules.detokenize(tok, sp) and 1 <= len(rules.tag_sentences([out], nlp)[0][0]) <= 5
     # nothing applied: the original
-    assert A.rule_sample(tok, sp, tags, vocab, rng, p_mask=0.0, p_pos=0.0, p_ngram=0.0) == A.detokenize(tok, sp)
+    assert rules.rule_sample(tok, sp, tags, vocab, rng, p_mask=0.0, p_pos=0.0, p_ngram=0.0) == rules.detokenize(tok, sp)
 
 
 def test_augment_rules_dedups_is_reproducible_and_reused(tmp_path, dsd, nlp):
@@ -133,7 +135,7 @@ def test_augment_rules_resumes_after_interruption(tmp_path, dsd, nlp, monkeypatc
     over = {"augment.rules.n_iter": 4, "augment.shard_size": 32}
     ref = A.augment_rules(_cfg(tmp_path / "ref", **over), dsd, nlp_loader=lambda: nlp)
     cfg = _cfg(tmp_path / "run", **over)
-    real, calls = A.rule_sample, {"n": 0}
+    real, calls = rules.rule_sample, {"n": 0}
 
     def dying(*a, **k):
         calls["n"] += 1
@@ -141,12 +143,12 @@ def test_augment_rules_resumes_after_interruption(tmp_path, dsd, nlp, monkeypatc
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(A, "rule_sample", dying)
+    monkeypatch.setattr(rules, "rule_sample", dying)
     with pytest.raises(KeyboardInterrupt):
         A.augment_rules(cfg, dsd, nlp_loader=lambda: nlp)
     shards = sorted(p.name for p in (cfg.out / "augmented" / "rules.shards").glob("shard-*"))
     assert shards == ["shard-00000", "shard-00001", "shard-00002"]
-    monkeypatch.setattr(A, "rule_sample", real)
+    monkeypatch.setattr(rules, "rule_sample", real)
     res = A.augment_rules(cfg, dsd, nlp_loader=lambda: nlp)
     assert list(res.dataset["sentence"]) == list(ref.dataset["sentence"])
 
@@ -173,7 +175,7 @@ def test_gpt2_generation_starts_from_training_initial_subwords_and_resumes(tmp_p
     assert res.stats["model"] == "scratch" and "GPT2Config" in res.stats["description"]
     _, tok = A.load_gpt2(cfg)
     train = A.training_sentences(cfg, dsd)
-    firsts = {ids[0] for ids in A.encode_for_lm(tok, list(train["sentence"]), 24)}
+    firsts = {ids[0] for ids in gpt2.encode_for_lm(tok, list(train["sentence"]), 24)}
     sents = list(res.dataset["sentence"])
     assert len(sents) == res.stats["kept"] == 40 and len(set(sents)) == 40
     assert not set(sents) & set(train["sentence"])
@@ -187,7 +189,7 @@ def test_gpt2_generation_starts_from_training_initial_subwords_and_resumes(tmp_p
     (cfg_b.out / "augmented").mkdir(parents=True)
     shutil.copytree(cfg.out / "augmented" / "gpt2_model", cfg_b.out / "augmented" / "gpt2_model")
     shutil.copy(cfg.out / "augmented" / "gpt2_model.json", cfg_b.out / "augmented" / "gpt2_model.json")
-    real, calls = A.sample_sentences, {"n": 0}
+    real, calls = gpt2.sample_sentences, {"n": 0}
 
     def dying(*a, **k):
         calls["n"] += 1
@@ -195,11 +197,11 @@ def test_gpt2_generation_starts_from_training_initial_subwords_and_resumes(tmp_p
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(A, "sample_sentences", dying)
+    monkeypatch.setattr(gpt2, "sample_sentences", dying)
     with pytest.raises(KeyboardInterrupt):
         A.augment_gpt2(cfg_b, dsd)
     assert len(list((cfg_b.out / "augmented" / "gpt2.shards").glob("shard-*"))) == 2
-    monkeypatch.setattr(A, "sample_sentences", real)
+    monkeypatch.setattr(gpt2, "sample_sentences", real)
     resumed = A.augment_gpt2(cfg_b, dsd)
     assert list(resumed.dataset["sentence"]) == sents
 
@@ -217,7 +219,7 @@ def test_gpt2_rejects_pair_tasks(tmp_path):
 def _fake_augmented(cfg, method, sentences):
     ds = datasets.Dataset.from_dict({"sentence": sentences, "source": [method] * len(sentences),
                                      "origin": [-1] * len(sentences)})
-    A._finish(A.augmented_dir(cfg, method), ds, {"config_hash": "x", "stats": {"kept": len(ds)}}, None)
+    shards.finish(A.augmented_dir(cfg, method), ds, {"config_hash": "x", "stats": {"kept": len(ds)}}, None)
 
 
 def test_transfer_input_composition(tmp_path, dsd):
@@ -243,18 +245,18 @@ def test_transfer_input_composition(tmp_path, dsd):
 
 def test_ablation_epochs_budget(tmp_path):
     cfg = _cfg(tmp_path, **{"bilstm.epochs": 10, "augment.ablation_budget": "equal_steps"})
-    assert A.ablation_epochs(cfg, 1000, 1000) == 10 and A.ablation_epochs(cfg, 4000, 1000) == 2
-    assert A.ablation_epochs(cfg, 10**6, 1000) == 1
+    assert experiments.ablation_epochs(cfg, 1000, 1000) == 10 and experiments.ablation_epochs(cfg, 4000, 1000) == 2
+    assert experiments.ablation_epochs(cfg, 10**6, 1000) == 1
     cfg = _cfg(tmp_path, **{"bilstm.epochs": 10})
-    assert A.ablation_epochs(cfg, 4000, 1000) == 10
+    assert experiments.ablation_epochs(cfg, 4000, 1000) == 10
 
 
 # ---- teacher logits: killed with SIGKILL, resumed, identical ----------------------------------
 def _tiny_teacher(cfg):
-    """A small random BERT classifier saved where kdnb.teacher.load_teacher looks."""
+    """A small random BERT classifier saved where kdnb.models.teacher.load_teacher looks."""
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from kdnb.teacher import resolve_model_path
+    from kdnb.models.teacher import resolve_model_path
 
     tok = AutoTokenizer.from_pretrained(resolve_model_path(cfg.teacher.model_name_or_path))
     torch.manual_seed(0)
@@ -269,7 +271,8 @@ def _tiny_teacher(cfg):
 _CHILD = textwrap.dedent("""
     import sys, time, torch
     torch.set_num_threads(1)
-    from kdnb import augment as A, teacher as T
+    from kdnb import augment as A
+    from kdnb.training import teacher as T
     from kdnb.config import load_config
     from kdnb.data import load_task
     real = T.predict_logits
@@ -285,7 +288,7 @@ _CHILD = textwrap.dedent("""
 
 
 def test_teacher_logits_killed_mid_way_resume_to_the_identical_set(tmp_path, dsd, monkeypatch, one_thread):
-    from kdnb import teacher as T
+    from kdnb.training import teacher as T
 
     cfgs = {}
     for name in ("killed", "whole"):
@@ -330,7 +333,7 @@ def test_teacher_logits_killed_mid_way_resume_to_the_identical_set(tmp_path, dsd
 
 
 def test_label_transfer_sets_labels_training_rows_once_and_reuses(tmp_path, dsd, monkeypatch, one_thread):
-    from kdnb import teacher as T
+    from kdnb.training import teacher as T
 
     cfg = _cfg(tmp_path, **{"augment.transfer_set": "rules", "augment.ablation": True,
                             "augment.ablation_sets": ["none", "rules+gpt2"], "augment.shard_size": 32})
@@ -378,7 +381,7 @@ def test_ablation_profile_is_the_cpu_profile_plus_the_ablation():
 def test_augmentation_ablation_trains_one_bilstm_per_set_and_writes_the_table(tmp_path, dsd, one_thread):
     import pandas as pd
 
-    from kdnb.students import distill_bilstm
+    from kdnb.training.bilstm import distill_bilstm
 
     cfg = _cfg(tmp_path, **{"augment.transfer_set": "none", "augment.ablation": True,
                             "augment.ablation_sets": ["none", "rules", "gpt2"], "augment.transfer_size": 60,
@@ -391,7 +394,7 @@ def test_augmentation_ablation_trains_one_bilstm_per_set_and_writes_the_table(tm
     main = distill_bilstm(cfg, sets["none"], dsd)
     with pytest.raises(StageInputError):
         A.load_transfer_set(cfg, "rules+gpt2")
-    table = A.augmentation_ablation(cfg, dsd, done={"none": main})
+    table = experiments.augmentation_ablation(cfg, dsd, done={"none": main})
     assert list(table["transfer set"]) == ["none", "rules", "gpt2"]
     assert list(table["sentences"]) == [60, 120, 120] and list(table["augmented"]) == [0, 60, 60]
     assert list(table["epochs"]) == [2, 1, 1] and list(table["examples seen"]) == [120, 120, 120]
@@ -406,7 +409,7 @@ def test_augmentation_ablation_trains_one_bilstm_per_set_and_writes_the_table(tm
 def test_transfer_size_ablation_trains_one_bilstm_per_prefix(tmp_path, dsd):
     import pandas as pd
 
-    from kdnb.students import distill_bilstm
+    from kdnb.training.bilstm import distill_bilstm
 
     cfg = _cfg(tmp_path, **{"augment.transfer_set": "gpt2", "augment.transfer_size": 40, "augment.ablation": False,
                             "augment.size_ablation": [0, 20, 40], "bilstm.epochs": 1,
@@ -415,28 +418,28 @@ def test_transfer_size_ablation_trains_one_bilstm_per_prefix(tmp_path, dsd):
     _fake_augmented(cfg, "gpt2", [f"gpt sentence {i} ." for i in range(100)])
     transfer = A.label_transfer_sets(cfg, dsd)["gpt2"]
     main = distill_bilstm(cfg, transfer, dsd)
-    table = A.transfer_size_ablation(cfg, transfer, dsd, teacher_dev=0.5, done=main)
+    table = experiments.transfer_size_ablation(cfg, transfer, dsd, teacher_dev=0.5, done=main)
     assert list(table["augmented"]) == [0, 20, 40] and list(table["transfer-set rows"]) == [60, 80, 100]
     assert not (cfg.out / "students" / "bilstm_size40").exists()  # the main student was reused
     small = distill_bilstm(cfg, transfer.select(range(60)), dsd, name="bilstm_size0")
     assert small.reused and table["dev MCC (%)"].iloc[0] == round(100 * small.dev_score, 1)
     assert table["retention (%)"].iloc[2] == round(100 * main.dev_score / 0.5, 1)
     assert list(pd.read_csv(cfg.out / "transfer_size_ablation.csv")["augmented"]) == [0, 20, 40]
-    fig = A.plot_transfer_size(table, "cola", 0.5, "MCC")
+    fig = experiments.plot_transfer_size(table, "cola", 0.5, "MCC")
     assert fig.axes[0].get_xlabel().startswith("augmented sentences")
     too_big = dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment, size_ablation=[41]))
     with pytest.raises(ConfigError, match="size 41 exceeds the 40 augmented sentences"):
-        A.transfer_size_ablation(too_big, transfer, dsd, teacher_dev=0.5)
+        experiments.transfer_size_ablation(too_big, transfer, dsd, teacher_dev=0.5)
 
 
 def test_filter_logits_top_k_and_top_p():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    assert torch.isinf(A._filter_logits(logits, 2, 1.0)).tolist() == [[False, False, True, True]]
+    assert torch.isinf(gpt2._filter_logits(logits, 2, 1.0)).tolist() == [[False, False, True, True]]
     # nucleus 0.7: 0.5 alone is short of it, 0.5 + 0.3 reaches it → two kept
-    assert torch.isinf(A._filter_logits(logits, 0, 0.7)).tolist() == [[False, False, True, True]]
+    assert torch.isinf(gpt2._filter_logits(logits, 0, 0.7)).tolist() == [[False, False, True, True]]
     shuffled = logits[:, [2, 0, 3, 1]]
-    assert torch.isinf(A._filter_logits(shuffled, 0, 0.7)).tolist() == [[True, False, True, False]]
-    assert torch.equal(A._filter_logits(logits, 0, 1.0), logits)
+    assert torch.isinf(gpt2._filter_logits(shuffled, 0, 0.7)).tolist() == [[True, False, True, False]]
+    assert torch.equal(gpt2._filter_logits(logits, 0, 1.0), logits)
 
 
 def test_sample_batch_drops_finished_rows_and_cuts_at_max_length():
@@ -449,7 +452,7 @@ def test_sample_batch_drops_finished_rows_and_cuts_at_max_length():
         model.lm_head.weight[5] += 2.0
     torch.manual_seed(1)
     with torch.no_grad():
-        seqs, ended = A._sample_batch(model, torch.tensor([0, 1, 2, 3] * 8), eos=5, max_length=6, temperature=1.0,
+        seqs, ended = gpt2._sample_batch(model, torch.tensor([0, 1, 2, 3] * 8), eos=5, max_length=6, temperature=1.0,
                                       top_k=0, top_p=1.0)
     assert len(seqs) == 32 and [s[0] for s in seqs] == [0, 1, 2, 3] * 8
     assert all(5 not in s for s in seqs) and all(len(s) <= 6 for s in seqs)
@@ -458,6 +461,6 @@ def test_sample_batch_drops_finished_rows_and_cuts_at_max_length():
     # the same seed, the same samples (a shard is reproducible)
     torch.manual_seed(1)
     with torch.no_grad():
-        again, _ = A._sample_batch(model, torch.tensor([0, 1, 2, 3] * 8), eos=5, max_length=6, temperature=1.0,
+        again, _ = gpt2._sample_batch(model, torch.tensor([0, 1, 2, 3] * 8), eos=5, max_length=6, temperature=1.0,
                                    top_k=0, top_p=1.0)
     assert again == seqs

@@ -8,6 +8,7 @@ import pytest
 from kdnb.data import load_task
 from kdnb.errors import ConfigError, DataError
 from kdnb.pipeline import main, parse_overrides
+from kdnb.stages import stage
 
 
 @pytest.mark.parametrize("task, name, message", [
@@ -89,7 +90,12 @@ def _half_written(root):
 
 def test_a_notebook_failing_mid_run_exits_1_and_leaves_nothing_half_written(tmp_path, capsys):
     out, fig = tmp_path / "out", tmp_path / "thesis_figures"
-    # notebook 01 succeeds and writes its tables and figures; 04 then fails inside (no transfer set)
+    # notebook 01 succeeds and writes its tables and figures; 04 then fails inside (no transfer
+    # set): the teacher's products are there, so the pipeline's check of its inputs lets it start
+    (out / "teacher" / "model").mkdir(parents=True)
+    for product in stage("teacher").products:
+        if not (out / product).exists():
+            (out / product).write_text("{}")
     rc = main(["--task", "cola", "--profile", "smoke", "--only", "01", "04",
                "--set", f"output_dir={out}", f"figures_dir={fig}"])
     err = capsys.readouterr().err
@@ -99,3 +105,20 @@ def test_a_notebook_failing_mid_run_exits_1_and_leaves_nothing_half_written(tmp_
     assert not (out / "students").exists() and not (out / "notebooks" / "04_students.ipynb").exists()
     assert _half_written(out) == [] and (not fig.exists() or _half_written(fig) == [])
     assert (out / "data_stats.csv").exists() and any(fig.glob("*.png"))  # the finished notebook's are kept
+
+
+@pytest.mark.parametrize("only", [["students"], ["04"], ["05_probing", "analysis"]])
+def test_a_stage_run_alone_without_the_teacher_exits_2_before_anything_runs(only, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["--task", "cola", "--profile", "smoke", "--only", *only, "--set", f"output_dir={out}",
+               f"figures_dir={tmp_path / 'fig'}"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "reads what stage(s) teacher write" in err and "teacher/result.json" in err and "--only teacher" in err
+    assert not out.exists()
+
+
+def test_an_unknown_stage_names_the_stages(tmp_path, capsys):
+    rc = main(["--task", "cola", "--profile", "smoke", "--only", "teachers", "--set", f"output_dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "unknown stage 'teachers'" in err and "03 teacher" in err and "04 students" in err

@@ -1,4 +1,4 @@
-"""kdnb.bench: parameter counts against the thesis' sizes, inputs, quantisation, speed-ups and
+"""kdnb.analysis.bench: parameter counts against the thesis' sizes, inputs, quantisation, speed-ups and
 one small end-to-end efficiency table (smoke profile, tiny batch, no BERT-large)."""
 
 from __future__ import annotations
@@ -9,24 +9,25 @@ import pytest
 import torch
 from torch import nn
 
-from kdnb import bench
+from kdnb.analysis import bench
 from kdnb.config import load_config
-from kdnb.students import BiLSTMStudent
-from kdnb.teacher import load_tokenizer
+from kdnb.models import common
+from kdnb.models.bilstm import BiLSTMStudent
+from kdnb.models.teacher import load_tokenizer
 
 
 def test_thesis_student_sizes():
     # Sučík (2020): BERT student L=5, d_h=204, d_I=750, A=3 → 2.42M non-embedding parameters;
     # BiLSTM (300 units, FC 400, multichannel word2vec, 300-d) → 2.41M.
-    _, bert_non_emb = bench.count_parameters(bench.thesis_bert_student(num_labels=2))
+    bert_non_emb = common.count_parameters(bench.thesis_bert_student(num_labels=2), embeddings=False)
     assert bert_non_emb / 1e6 == pytest.approx(2.42, abs=0.01)
     lstm = BiLSTMStudent(1000, 300, 2, 300, 400, embedding_mode="multichannel")
-    total, non_emb = bench.count_parameters(lstm)
+    total, non_emb = common.count_parameters(lstm), common.count_parameters(lstm, embeddings=False)
     assert non_emb / 1e6 == pytest.approx(2.41, abs=0.01)
     assert total - non_emb == 2 * 1000 * 300  # both embedding channels
     with torch.device("meta"):
         large = bench.bert_large(num_labels=2)
-    total, _ = bench.count_parameters(large)
+    total = common.count_parameters(large)
     assert 330e6 < total < 340e6  # BERT-large, ~335M
 
 
@@ -97,7 +98,7 @@ def test_efficiency_table_end_to_end(tmp_path, monkeypatch, capsys):
     assert rows.loc[(teacher, "real lengths"), "weights"].startswith("pre-trained")  # no teacher trained here
     assert rows.loc[("BiLSTM", "real lengths"), "weights"] == "trained"
     assert rows.loc[("BiLSTM", "padded to 64"), "non-embedding parameters (M)"] == pytest.approx(
-        bench.count_parameters(student)[1] / 1e6)
+        common.count_parameters(student, embeddings=False) / 1e6)
     assert -100 <= rows.loc[("BiLSTM", "real lengths"), "dev score (%)"] <= 100  # MCC, in %
     assert pd.isna(rows.loc[("BERT student (thesis size, 5 layers)", "real lengths"), "dev score (%)"])
     assert rows.loc[("BiLSTM int8", "real lengths"), "size (MB)"] <= rows.loc[("BiLSTM", "real lengths"), "size (MB)"]
@@ -126,12 +127,12 @@ def test_efficiency_table_end_to_end(tmp_path, monkeypatch, capsys):
 
 
 def test_the_trained_bert_student_is_benchmarked_and_quantised(tmp_path):
-    """Notebook 04's BERT student (kdnb.bert_student: model.pt + result.json sizes) enters the
+    """Notebook 04's BERT student (kdnb.training.bert_student: model.pt + result.json sizes) enters the
     efficiency table as itself, scored, with an int8 copy — not the random thesis-size stand-in."""
     from transformers import AutoModelForSequenceClassification
 
-    from kdnb.bert_student import build_bert_student
-    from kdnb.teacher import resolve_model_path
+    from kdnb.models.bert_student import build_bert_student
+    from kdnb.models.teacher import resolve_model_path
     from kdnb.utils import write_json
 
     cfg = load_config("cola", "smoke", overrides={"output_dir": str(tmp_path / "out")})

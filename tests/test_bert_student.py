@@ -1,4 +1,4 @@
-"""kdnb.bert_student: the small BERT student (shapes, E→H projection, init from the teacher),
+"""kdnb.training.bert_student: the small BERT student (shapes, E→H projection, init from the teacher),
 pair encoding, layer mapping, and tiny smoke-profile distillation runs (written, reused, every
 KD method of the ablation)."""
 
@@ -15,11 +15,15 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from kdnb import bert_student as B
+from kdnb import experiments
 from kdnb.config import load_config
 from kdnb.data import load_task, subsample
 from kdnb.errors import ConfigError
-from kdnb.teacher import resolve_model_path
+from kdnb.models import bert_inputs, common
+from kdnb.models import bert_student as BM
+from kdnb.models.teacher import resolve_model_path
+from kdnb.training import bert_student as BT
+from kdnb.training import losses
 
 TINY = {"bert_student.num_layers": 2, "bert_student.hidden_size": 16, "bert_student.intermediate_size": 32,
         "bert_student.num_heads": 2, "bert_student.epochs": 2, "bert_student.warmup_epochs": 0.5,
@@ -49,7 +53,7 @@ def _teacher(vocab: int, hidden=32, layers=3, heads=4, intermediate=64, seed=0):
 def test_shapes_and_the_projected_teacher_embeddings():
     torch.manual_seed(0)
     w = torch.randn(50, 8)
-    m = B.BertStudent(w, num_labels=3, num_layers=2, hidden_size=12, intermediate_size=20, num_heads=3,
+    m = BM.BertStudent(w, num_labels=3, num_layers=2, hidden_size=12, intermediate_size=20, num_heads=3,
                       dropout=0.0).eval()
     ids = torch.randint(1, 50, (4, 7))
     out = m(ids, torch.ones(4, 7, dtype=torch.long), output_hidden_states=True)
@@ -65,15 +69,15 @@ def test_shapes_and_the_projected_teacher_embeddings():
     swapped = ids.clone()
     swapped[:, [0, 1]] = swapped[:, [1, 0]]
     assert not torch.allclose(m(ids).logits, m(swapped).logits)  # order matters: position embeddings
-    static = B.BertStudent(w, 2, 1, 12, 20, 3, trainable_embeddings=False)
+    static = BM.BertStudent(w, 2, 1, 12, 20, 3, trainable_embeddings=False)
     assert not static.embeddings.word.weight.requires_grad and static.embeddings.projection.weight.requires_grad
     with pytest.raises(ValueError, match="multiple of num_heads"):
-        B.BertStudent(w, 2, 1, 10, 20, 3)
+        BM.BertStudent(w, 2, 1, 10, 20, 3)
 
 
 def test_thesis_student_has_the_thesis_parameter_count():
     # Sučík (2020): L=5, H=204, I=750, A=3 → 2.42M parameters outside the embeddings
-    m = B.BertStudent(torch.zeros(30522, 384), num_labels=2)
+    m = BM.BertStudent(torch.zeros(30522, 384), num_labels=2)
     per_layer = 4 * (204 * 204 + 204) + (204 * 750 + 750) + (750 * 204 + 204) + 2 * 2 * 204
     assert m.non_embedding_parameters() == 5 * per_layer + (204 * 204 + 204) + (204 * 2 + 2)
     assert round(m.non_embedding_parameters() / 1e6, 2) == 2.42
@@ -84,7 +88,7 @@ def test_init_from_teacher_copies_the_first_layers(tokenizer):
     bc = load_config("cola", "smoke", overrides={"bert_student.num_layers": 2, "bert_student.hidden_size": 32,
                                                  "bert_student.intermediate_size": 64, "bert_student.num_heads": 4,
                                                  "bert_student.init": "teacher"}).bert_student
-    student = B.build_bert_student(bc, 2, teacher).eval()
+    student = BM.build_bert_student(bc, 2, teacher).eval()
     for k in range(2):
         ts, ss = teacher.bert.encoder.layer[k].state_dict(), student.bert.bert.encoder.layer[k].state_dict()
         assert ts.keys() == ss.keys() and all(torch.equal(ts[n], ss[n]) for n in ts)
@@ -97,32 +101,35 @@ def test_init_from_teacher_copies_the_first_layers(tokenizer):
     assert torch.allclose(sh.hidden_states[2], th[2], atol=1e-5)
     assert torch.allclose(sh.hidden_states[0], th[0], atol=1e-5)
     # random init differs; sizes other than the teacher's are refused, naming the key
-    fresh = B.build_bert_student(dataclasses.replace(bc, init="random"), 2, teacher)
+    fresh = BM.build_bert_student(dataclasses.replace(bc, init="random"), 2, teacher)
     assert not torch.equal(fresh.bert.bert.encoder.layer[0].attention.self.query.weight,
                            teacher.bert.encoder.layer[0].attention.self.query.weight)
     with pytest.raises(ConfigError, match="bert_student.init"):
-        B.build_bert_student(dataclasses.replace(bc, hidden_size=16, num_heads=2, intermediate_size=32), 2, teacher)
+        BM.build_bert_student(dataclasses.replace(bc, hidden_size=16, num_heads=2, intermediate_size=32), 2, teacher)
 
 
 def test_layer_map_is_the_uniform_skip_mapping():
-    assert B.layer_map(5, 6) == [1, 2, 4, 5, 6]
-    assert B.layer_map(5, 6, include_last=False) == [1, 2, 4, 5]
-    assert B.layer_map(6, 12) == [2, 4, 6, 8, 10, 12]      # PKD-Skip
-    assert B.layer_map(3, 3) == [1, 2, 3]
+    assert common.layer_map(5, 6) == [1, 2, 4, 5, 6]
+    assert common.layer_map(5, 6, include_last=False) == [1, 2, 4, 5]
+    assert common.layer_map(6, 12) == [2, 4, 6, 8, 10, 12]      # PKD-Skip
+    assert common.layer_map(3, 3) == [1, 2, 3]
+    assert common.layer_map(4, 6) == [2, 3, 5, 6]           # 1.5 and 4.5: halves round up
+    assert common.layer_map(4, 6, include_last=False) == [2, 3, 5]
+    assert common.layer_map(9, 6)[:2] == [1, 1]             # deeper than the teacher: many-to-one
     with pytest.raises(ValueError, match="teacher layers"):
-        B.layer_map(7, 6)
+        common.layer_map(0, 6)
 
 
 def test_collate_encodes_pairs_with_token_types(tokenizer):
     rows = [{"sentence": "A man sleeps.", "sentence2": "Someone rests.", "label": 0, "teacher_logits": [1.0, 0.0]},
             {"sentence": "Hi.", "sentence2": "Bye.", "label": -1, "teacher_logits": [0.0, 1.0]}]
-    b = B.BertStudentCollate(tokenizer, 64)(rows)
+    b = bert_inputs.BertCollate(tokenizer, 64)(rows)
     ids, types = b["input_ids"][0].tolist(), b["token_type_ids"][0].tolist()
     assert ids[0] == tokenizer.cls_token_id and ids.count(tokenizer.sep_token_id) == 2
     second = ids.index(tokenizer.sep_token_id) + 1                 # [CLS] a [SEP] | b [SEP]
     assert set(types[:second]) == {0} and set(types[second:sum(b["attention_mask"][0].tolist())]) == {1}
     assert b["labels"].tolist() == [0, -1] and b["teacher_logits"].shape == (2, 2)
-    single = B.BertStudentCollate(tokenizer, 4)([{"sentence": "one two three four five six"}])
+    single = bert_inputs.BertCollate(tokenizer, 4)([{"sentence": "one two three four five six"}])
     assert single["input_ids"].shape == (1, 4) and "labels" not in single  # truncated to max_length
 
 
@@ -137,9 +144,9 @@ def test_pretokenised_rows_give_the_batches_of_their_sentences(tokenizer, pad):
         "sentence2": ["Someone rests.", "Bye now.", "x"], "label": [0, -1, 1],
         "teacher_logits": [[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]})
     for data in (ds, ds.remove_columns("sentence2")):
-        pre = B.pretokenise(data, tokenizer, 12)
+        pre = bert_inputs.pretokenise(data, tokenizer, 12)
         assert "sentence" not in pre.column_names and pre["length"] == [len(x) for x in pre["input_ids"]]
-        collate = B.BertStudentCollate(tokenizer, 12, pad_to_multiple_of=pad)
+        collate = bert_inputs.BertCollate(tokenizer, 12, pad_to_multiple_of=pad)
         want, got = collate([data[i] for i in range(3)]), collate([pre[i] for i in range(3)])
         assert want.keys() == got.keys()
         assert all(torch.equal(want[k], got[k]) for k in want), data.column_names
@@ -151,21 +158,21 @@ def test_pretokenised_rows_give_the_batches_of_their_sentences(tokenizer, pad):
         assert all(torch.equal(got[k][:, :width], hf[k]) for k in ("input_ids", "attention_mask", "token_type_ids"))
         assert max(pre["length"]) == 12  # truncated to max_length
     with pytest.raises(ValueError, match="no 'sentence' column.*'text'"):
-        B.pretokenise(ds.rename_column("sentence", "text"), tokenizer, 12)
+        bert_inputs.pretokenise(ds.rename_column("sentence", "text"), tokenizer, 12)
 
 def test_graph_collate_pads_to_multiples_and_its_4d_mask_gives_the_same_logits(tokenizer):
     """The CUDA-graph collate (lengths rounded up to 8, a (B, 1, 1, T) bool mask that SDPA takes
     as it is) scores a batch exactly as the plain one (2-D mask, padded to the longest)."""
     rows = [{"sentence": s} for s in ("The cat sat.", "A much longer sentence with quite a few more words in it.",
                                       "Dogs bark loudly at night .")]
-    plain = B.BertStudentCollate(tokenizer, 64)(rows)
-    graph = B.BertStudentCollate(tokenizer, 64, pad_to_multiple_of=8, mask_4d=True)(rows)
+    plain = bert_inputs.BertCollate(tokenizer, 64)(rows)
+    graph = bert_inputs.BertCollate(tokenizer, 64, pad_to_multiple_of=8, mask_4d=True)(rows)
     t = plain["input_ids"].shape[1]
     assert t % 8 and graph["input_ids"].shape[1] == -(-t // 8) * 8  # 15 → 16 (say): rounded up
     assert graph["attention_mask"].dtype == torch.bool and graph["attention_mask"].shape == (3, 1, 1, -(-t // 8) * 8)
     assert torch.equal(graph["attention_mask"][:, 0, 0, :t], plain["attention_mask"].bool())
     torch.manual_seed(0)
-    m = B.BertStudent(torch.randn(len(tokenizer), 8), num_labels=2, num_layers=2, hidden_size=12,
+    m = BM.BertStudent(torch.randn(len(tokenizer), 8), num_labels=2, num_layers=2, hidden_size=12,
                       intermediate_size=20, num_heads=3).eval()
     with torch.no_grad():
         want = m(plain["input_ids"], plain["attention_mask"], plain["token_type_ids"]).logits
@@ -191,7 +198,7 @@ def _setup(tmp_path, tokenizer, dsd, **over):
 
 def test_distill_bert_student_writes_and_reuses(tmp_path, tokenizer, dsd, one_thread):
     cfg, transfer, small = _setup(tmp_path, tokenizer, dsd)
-    res = B.distill_bert_student(cfg, transfer, small)
+    res = BT.distill_bert_student(cfg, transfer, small)
     sdir = cfg.out / "students" / "bert_student"
     saved = json.loads((sdir / "result.json").read_text())
     assert not res.reused and saved["dev_score"] == res.dev_score and saved["method"] is None
@@ -199,27 +206,27 @@ def test_distill_bert_student_writes_and_reuses(tmp_path, tokenizer, dsd, one_th
     assert list(res.curve["epoch"]) == [1.0, 2.0] and len(pd.read_csv(sdir / "dev_predictions.csv")) == 40
     assert not (sdir / "checkpoint").exists()
     mtime = os.path.getmtime(sdir / "model.pt")
-    again = B.distill_bert_student(cfg, transfer, small)
+    again = BT.distill_bert_student(cfg, transfer, small)
     assert again.reused and again.dev_score == res.dev_score and os.path.getmtime(sdir / "model.pt") == mtime
     # the saved weights load back and give the recorded dev predictions
-    model = B.load_bert_student(cfg, "bert_student")
-    batch = B.BertStudentCollate(tokenizer, 32)([small["dev"][i] for i in range(40)])
+    model = BT.load_bert_student(cfg, "bert_student")
+    batch = bert_inputs.BertCollate(tokenizer, 32)([small["dev"][i] for i in range(40)])
     with torch.no_grad():
-        pred = B._logits(model, batch).argmax(-1).numpy()
+        pred = bert_inputs.logits(model, batch).argmax(-1).numpy()
     assert (pred == pd.read_csv(sdir / "dev_predictions.csv")["prediction"].to_numpy()).all()
     # another temperature is another run
     cfg2 = load_config("cola", "smoke", overrides={"output_dir": str(tmp_path / "out"), **TINY,
                                                    "bert_student.temperature": 1.0})
-    assert not B.distill_bert_student(cfg2, transfer, small).reused
+    assert not BT.distill_bert_student(cfg2, transfer, small).reused
 
 
 def test_kd_ablation_runs_every_method_and_writes_the_table(tmp_path, tokenizer, dsd, one_thread):
     cfg, transfer, small = _setup(tmp_path, tokenizer, dsd, **{"kd_ablation.aguilar_schedule": "progressive"})
-    main = B.distill_bert_student(cfg, transfer, small)
-    from kdnb.students import StudentResult
+    main = BT.distill_bert_student(cfg, transfer, small)
+    from kdnb.training.runs import StudentResult
 
     bilstm = StudentResult("bilstm", pd.DataFrame(), 0.1, None, 1_000_000, 12.0, True)
-    table = B.kd_ablation(cfg, transfer, small, done=main, bilstm=bilstm)
+    table = experiments.kd_ablation(cfg, transfer, small, done=main, bilstm=bilstm)
     # the BiLSTM's row first, with its own loss (bilstm.loss: mse_sum, Tang et al. 2019 eq. 2)
     assert list(table["method"]) == ["mse_sum", "mse", "kl", "alpha_mix", "pkd", "aguilar", "noisy", "ta"]
     assert table["student"].iloc[0].startswith("BiLSTM") and table["retention (%)"].iloc[0] == 40.0  # 0.1 / 0.25
@@ -236,7 +243,7 @@ def test_kd_ablation_runs_every_method_and_writes_the_table(tmp_path, tokenizer,
               for m in ("mse", "alpha_mix", "pkd", "aguilar")}
     assert len({round(v, 6) for v in losses.values()}) == 4
     # reused on the second call
-    again = B.kd_ablation(cfg, transfer, small, done=main)
+    again = experiments.kd_ablation(cfg, transfer, small, done=main)
     assert again.equals(table) and list(pd.read_csv(cfg.out / "kd_ablation.csv")["method"])[0] == "mse"
 
 
@@ -245,41 +252,40 @@ def test_objectives_use_the_teacher_internals(tokenizer):
     teacher = _teacher(len(tokenizer)).requires_grad_(False)
     teacher.set_attn_implementation("eager")
     bc = cfg.bert_student
-    student = B.build_bert_student(bc, 2, teacher, "eager").eval()
+    student = BM.build_bert_student(bc, 2, teacher, "eager").eval()
     rows = [{"sentence": s, "teacher_logits": [0.5, -0.5], "label": 1} for s in ("a b c", "the cat sat down")]
-    batch = B.BertStudentCollate(tokenizer, 32)(rows)
-    pkd_model = B.DistillationModel(student, [1], 32)
+    batch = bert_inputs.BertCollate(tokenizer, 32)(rows)
+    pkd_model = BM.DistillationModel(student, [1], 32)
     assert len(pkd_model.maps) == 1 and pkd_model.maps[0].in_features == 16 and pkd_model.maps[0].out_features == 32
-    pkd = B.make_objective(cfg, "pkd", teacher, student_layers=2)(pkd_model, batch)
-    kl = B.make_objective(cfg, "kl")(pkd_model, batch)
+    pkd = BT.make_objective(cfg, "pkd", teacher, student_layers=2)(pkd_model, batch)
+    kl = BT.make_objective(cfg, "kl")(pkd_model, batch)
     assert pkd.item() == pytest.approx(kl.item(), rel=1e-5)             # α = 1, β = 0: PKD is KL·T²
     cfg_b = load_config("cola", "smoke", overrides={**TINY, "kd_ablation.pkd_beta": 10.0, "kd_ablation.alpha": 1.0})
-    assert B.make_objective(cfg_b, "pkd", teacher, student_layers=2)(pkd_model, batch).item() > kl.item()
+    assert BT.make_objective(cfg_b, "pkd", teacher, student_layers=2)(pkd_model, batch).item() > kl.item()
     # Aguilar: in the first stage only layer 1's internal terms count, no logit term
-    ag_model = B.DistillationModel(student, [1, 2], 32)
-    ag = B.make_objective(cfg, "aguilar", teacher, progress=lambda: 0.0, student_layers=2)
+    ag_model = BM.DistillationModel(student, [1, 2], 32)
+    ag = BT.make_objective(cfg, "aguilar", teacher, progress=lambda: 0.0, student_layers=2)
     first = ag(ag_model, batch)
     out = ag_model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], hidden=True, attentions=True)
     t = teacher(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")},
                 output_hidden_states=True, output_attentions=True)
-    from kdnb import losses
 
     want = (losses.attention_kl(out["attentions"][:1], torch.stack(t.attentions[1:2]), batch["attention_mask"])
             + losses.cls_cosine(out["cls"][:1], t.hidden_states[2][:, 0].unsqueeze(0)))
     assert first.item() == pytest.approx(want.item(), rel=1e-5)         # layer 1 ↔ teacher layer round(1·3/2) = 2
     # progressive, after the layer stages: the logit loss alone (and no teacher pass)
     cfg_s = load_config("cola", "smoke", overrides={**TINY, "kd_ablation.aguilar_schedule": "progressive"})
-    late = B.make_objective(cfg_s, "aguilar", teacher, progress=lambda: 0.99, student_layers=2)(ag_model, batch)
-    assert late.item() == pytest.approx(B.make_objective(cfg_s, None)(ag_model, batch).item(), rel=1e-6)
+    late = BT.make_objective(cfg_s, "aguilar", teacher, progress=lambda: 0.99, student_layers=2)(ag_model, batch)
+    assert late.item() == pytest.approx(BT.make_objective(cfg_s, None)(ag_model, batch).item(), rel=1e-6)
 
 
 def test_aguilar_rows_are_labelled_by_the_schedule_that_ran():
     stacked = load_config("cola", "kdzoo")
     assert stacked.kd_ablation.aguilar_schedule == "stacked"  # what the params run
-    assert "stacked (SID)" in B.method_label("aguilar", stacked) and "progressive" not in B.method_label("aguilar", stacked)
+    assert "stacked (SID)" in BT.method_label("aguilar", stacked) and "progressive" not in BT.method_label("aguilar", stacked)
     prog = load_config("cola", "kdzoo", overrides={"kd_ablation.aguilar_schedule": "progressive"})
-    assert "progressive (PID)" in B.method_label("aguilar", prog)
-    assert B.method_label("kl", prog) == B.METHODS["kl"]
+    assert "progressive (PID)" in BT.method_label("aguilar", prog)
+    assert BT.method_label("kl", prog) == BT.METHODS["kl"]
 
 
 # ---- configuration ----------------------------------------------------------------------------
@@ -326,12 +332,12 @@ def test_teacher_fidelity_from_the_saved_predictions(tmp_path):
     # teacher: p = (3/4, 1/4) and (1/2, 1/2); student: (1/2, 1/2) twice
     t = pd.DataFrame({"idx": [0, 1], "label": [0, 1], "prediction": [0, 1], "logit_0": [ln3, 0.0], "logit_1": [0.0, 0.0]})
     s = pd.DataFrame({"idx": [0, 1], "label": [0, 1], "prediction": [0, 0], "logit_0": [0.0, 0.0], "logit_1": [0.0, 0.0]})
-    assert B.teacher_fidelity(cfg, "s") is None                          # no prediction files yet
+    assert BT.teacher_fidelity(cfg, "s") is None                          # no prediction files yet
     (cfg.out / "teacher").mkdir(parents=True)
     (cfg.out / "students" / "s").mkdir(parents=True)
     t.to_csv(cfg.out / "teacher" / "dev_predictions.csv", index=False)
     s.to_csv(cfg.out / "students" / "s" / "dev_predictions.csv", index=False)
-    agreement, kl = B.teacher_fidelity(cfg, "s")
+    agreement, kl = BT.teacher_fidelity(cfg, "s")
     assert agreement == 0.5                                              # same class on 1 of 2 sentences
     assert kl == pytest.approx((0.75 * np.log(1.5) + 0.25 * np.log(0.5)) / 2, rel=1e-6)  # KL(3/4,1/4 ‖ 1/2,1/2), 0
 
@@ -341,14 +347,14 @@ def test_the_summed_logit_mse_objective_is_c_times_the_mean(tokenizer):
     summed over the C classes: C times ``mse`` on the same student and batch, by hand too."""
     teacher = _teacher(len(tokenizer)).requires_grad_(False)
     rows = [{"sentence": s, "teacher_logits": [2.0, -1.0, 0.5], "label": -1} for s in ("a b c", "the cat sat")]
-    batch = B.BertStudentCollate(tokenizer, 32)(rows)
+    batch = bert_inputs.BertCollate(tokenizer, 32)(rows)
     losses = {}
     for loss in ("mse", "mse_sum"):
         cfg = load_config("cola", "smoke", overrides={**TINY, "bert_student.loss": loss, "bert_student.method": None})
         torch.manual_seed(0)
-        model = B.DistillationModel(B.build_bert_student(cfg.bert_student, 3, teacher).eval(), [], 32)
-        losses[loss] = B.make_objective(cfg, None)(model, batch).item()
-        z = B._logits(model, batch).detach()
+        model = BM.DistillationModel(BM.build_bert_student(cfg.bert_student, 3, teacher).eval(), [], 32)
+        losses[loss] = BT.make_objective(cfg, None)(model, batch).item()
+        z = bert_inputs.logits(model, batch).detach()
     by_hand = ((z - torch.tensor([[2.0, -1.0, 0.5]] * 2)) ** 2).sum(-1).mean().item()
     assert losses["mse_sum"] == pytest.approx(by_hand, rel=1e-5)
     assert losses["mse_sum"] == pytest.approx(3 * losses["mse"], rel=1e-5)
@@ -356,8 +362,8 @@ def test_the_summed_logit_mse_objective_is_c_times_the_mean(tokenizer):
 
 def test_kd_ablation_reuses_the_bert_student_run_for_the_method_it_ran(tmp_path, tokenizer, dsd, one_thread):
     cfg, transfer, small = _setup(tmp_path, tokenizer, dsd, **{"kd_ablation.methods": ["alpha_mix", "mse"]})
-    main = B.distill_bert_student(cfg, transfer, small, method="alpha_mix")
-    table = B.kd_ablation(cfg, transfer, small, done=main).set_index("method")
+    main = BT.distill_bert_student(cfg, transfer, small, method="alpha_mix")
+    table = experiments.kd_ablation(cfg, transfer, small, done=main).set_index("method")
     assert not (cfg.out / "students" / "bert_kd_alpha_mix").exists()    # the BERT student run is that row
     assert table.loc["alpha_mix", "dev MCC (%)"] == round(100 * main.dev_score, 1)
     assert "(the BERT student run)" in table.loc["alpha_mix", "objective"]

@@ -1,4 +1,4 @@
-"""kdnb.distill.CUDAGraphStep: graph captures that a DataLoader's pin-memory thread cannot break
+"""kdnb.training.fit.CUDAGraphStep: graph captures that a DataLoader's pin-memory thread cannot break
 (issue 16).
 
 On one H200 (``../shared/measurements/2026-12-01_h200/``) a capture in PyTorch's default
@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from kdnb.distill import CAPTURE_ERROR_MODE, CUDAGraphStep, fit, make_accelerator
+from kdnb.training.fit import CAPTURE_ERROR_MODE, CUDAGraphStep, fit, make_accelerator
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -1,4 +1,4 @@
-"""kdnb.distill.fit: step checkpoints and mid-epoch resume, gradient accumulation, and a student
+"""kdnb.training.fit.fit: step checkpoints and mid-epoch resume, gradient accumulation, and a student
 run killed with SIGKILL mid-epoch that resumes to the identical result."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 
 from kdnb.config import PROJECT_ROOT, load_config
 from kdnb.data import load_task, subsample
-from kdnb.distill import fit, make_accelerator, predict_logits
+from kdnb.training.fit import fit, make_accelerator, predict_logits
 
 from .conftest import SHARED_DATA
 
@@ -181,26 +181,26 @@ def test_select_best_rejects_an_unknown_mode(tmp_path):
 _CHILD = textwrap.dedent("""
     import json, sys, time, torch, datasets
     torch.set_num_threads(1)
-    from kdnb import students as S
+    from kdnb.training import bilstm as bilstm_training
     from kdnb.config import load_config
     from kdnb.data import load_task
     cfg = load_config("cola", "smoke", overrides=json.loads(sys.argv[1]))
     dsd = load_task("cola", cfg.data_path)
     dsd["dev"], dsd["test"] = dsd["dev"].select(range(64)), dsd["test"].select(range(16))
-    real = S.logit_loss
+    real = bilstm_training.logit_loss
     def slow_loss(*a, **k):     # slow steps, so that the kill lands mid-epoch
         kd = real(*a, **k)
         return lambda s, t: time.sleep(0.3) or kd(s, t)
-    S.logit_loss = slow_loss
-    S.distill_bilstm(cfg, datasets.load_from_disk(sys.argv[2]), dsd, name="killed")
+    bilstm_training.logit_loss = slow_loss
+    bilstm_training.distill_bilstm(cfg, datasets.load_from_disk(sys.argv[2]), dsd, name="killed")
 """)
 
 
 def _tiny_teacher(cfg):
-    """A small random BERT classifier saved where kdnb.teacher.load_teacher looks."""
+    """A small random BERT classifier saved where kdnb.models.teacher.load_teacher looks."""
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from kdnb.teacher import resolve_model_path
+    from kdnb.models.teacher import resolve_model_path
 
     tok = AutoTokenizer.from_pretrained(resolve_model_path(cfg.teacher.model_name_or_path))
     torch.manual_seed(0)
@@ -212,8 +212,8 @@ def _tiny_teacher(cfg):
 
 
 def test_student_killed_mid_epoch_resumes_to_identical_metrics(tmp_path, one_thread, capsys):
-    from kdnb import students as S
-    from kdnb.teacher import compute_teacher_logits
+    from kdnb.training import bilstm as bilstm_training
+    from kdnb.training.teacher import compute_teacher_logits
 
     over = {"output_dir": str(tmp_path / "out"), "train_limit": 64, "bilstm.epochs": 2, "bilstm.batch_size": 8,
             "bilstm.dropout": 0.1, "bilstm.evals_per_epoch": 2, "bilstm.save_steps": 3}
@@ -239,9 +239,9 @@ def test_student_killed_mid_epoch_resumes_to_identical_metrics(tmp_path, one_thr
     assert not (cfg.out / "students" / "killed" / "result.json").exists()
 
     capsys.readouterr()
-    resumed = S.distill_bilstm(cfg, transfer, dsd, name="killed")
+    resumed = bilstm_training.distill_bilstm(cfg, transfer, dsd, name="killed")
     assert f"resumed from checkpoint after epoch 0 and {state['batches_done']} batches" in capsys.readouterr().out
-    whole = S.distill_bilstm(cfg, transfer, dsd, name="whole")
+    whole = bilstm_training.distill_bilstm(cfg, transfer, dsd, name="whole")
     assert len(whole.curve) == 4  # 2 epochs × 2 evaluations
     assert resumed.curve.to_dict("records") == whole.curve.to_dict("records")
     assert resumed.dev_score == whole.dev_score and resumed.test_score == whole.test_score
@@ -254,7 +254,7 @@ def test_student_killed_mid_epoch_resumes_to_identical_metrics(tmp_path, one_thr
 def test_epoch_seconds_and_cuda_graphs_on_a_cpu(tmp_path, one_thread):
     """fit reports one wall time per trained epoch; cuda_graphs is ignored without a GPU (the
     same weights as without it), and CUDAGraphStep itself refuses to run without one."""
-    from kdnb.distill import CUDAGraphStep
+    from kdnb.training.fit import CUDAGraphStep
 
     x, y, rows = _regression(40)
     weights = []
@@ -282,7 +282,7 @@ def test_tensor_learning_rates_follow_the_schedule_in_place(tmp_path, one_thread
     run's weights."""
     from transformers import get_linear_schedule_with_warmup
 
-    from kdnb.distill import tensor_learning_rates
+    from kdnb.training.fit import tensor_learning_rates
 
     def make(tensor: bool):
         torch.manual_seed(0)
@@ -301,7 +301,7 @@ def test_tensor_learning_rates_follow_the_schedule_in_place(tmp_path, one_thread
         assert lr_tensor.item() == pytest.approx(opt_f.param_groups[0]["lr"], rel=1e-6)
         opt_f.step(), opt_t.step(), sched_f.step(), sched_t.step()
     assert 0 < lr_tensor.item() < 0.05  # warmed up, decaying
-    from kdnb.distill import _restore_tensor_lrs
+    from kdnb.training.fit import _restore_tensor_lrs
 
     opt_t.param_groups[0]["lr"] = 0.0123  # a scheduler that assigns (older PyTorch): fit copies it back
     _restore_tensor_lrs(opt_t, [lr_tensor])

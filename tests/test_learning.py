@@ -1,4 +1,4 @@
-"""kdnb.learning: the table the smoke notebooks check tells a learning model from a one-class one."""
+"""kdnb.analysis.learning: the table the smoke notebooks check tells a learning model from a one-class one."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import dataclasses
 
 import numpy as np
 
-from kdnb.learning import learning_table
-from kdnb.teacher import write_predictions
+from kdnb.analysis.learning import learning_table
+from kdnb.training.teacher import write_predictions
 
 
 class _Rows(dict):

@@ -3,7 +3,14 @@ import math
 import pytest
 import torch
 
-from kdnb.losses import hard_cross_entropy, kl_divergence, logit_loss, mse_logits, mse_sum_logits, soft_cross_entropy
+from kdnb.training.losses import (
+    hard_cross_entropy,
+    kl_divergence,
+    logit_loss,
+    mse_logits,
+    mse_sum_logits,
+    soft_cross_entropy,
+)
 
 S = torch.tensor([[1.0, 2.0], [0.0, 0.0]])
 T = torch.tensor([[3.0, 0.0], [1.0, -1.0]])
@@ -65,8 +72,16 @@ def test_hard_ce_and_errors():
 
 
 # ---- the KD-method zoo: each loss against numbers worked out by hand ---------------------------
-from kdnb.losses import (aguilar_weights, alpha_mix, attention_kl, cls_cosine, masked_cross_entropy,  # noqa: E402
-                         noisy_logits, patient_loss, pkd_loss)
+from kdnb.training.losses import (  # noqa: E402
+    aguilar_weights,
+    alpha_mix,
+    attention_kl,
+    cls_cosine,
+    masked_cross_entropy,
+    noisy_logits,
+    patient_loss,
+    pkd_loss,
+)
 
 LN2, LN3 = math.log(2), math.log(3)
 # teacher p = softmax(ln3, 0) = (3/4, 1/4); student q = softmax(0, 0) = (1/2, 1/2):

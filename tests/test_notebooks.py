@@ -10,6 +10,7 @@ import pytest
 
 from kdnb.config import PROJECT_ROOT
 from kdnb.pipeline import NOTEBOOKS_DIR, notebooks
+from kdnb.stages import STAGES
 from kdnb.store_notebooks import QUIET
 
 NOTEBOOKS = notebooks()
@@ -21,6 +22,9 @@ def test_numbering_and_pairs():
     assert stems == sorted(stems)
     for nb in NOTEBOOKS:
         assert nb.with_suffix(".py").exists(), f"{nb.name} has no jupytext .py pair"
+    # every numbered notebook is a declared stage (kdnb.stages), and every stage's notebook exists
+    assert sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb")) == NOTEBOOKS
+    assert [s.number for s in STAGES] == [nb.stem[:2] for nb in NOTEBOOKS]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -126,7 +130,7 @@ def test_nbval_fails_when_the_teacher_does_not_learn(tmp_path):
 
 def test_the_stored_students_notebook_pins_three_models_that_learned():
     """What nbval compares in 04_students: the teacher, the BiLSTM and the BERT student each above
-    the majority class by kdnb.learning.MARGIN and following the teacher (a stored run in which
+    the majority class by kdnb.analysis.learning.MARGIN and following the teacher (a stored run in which
     one of them predicts the majority class would make the replay blind to its loss)."""
     nb = nbformat.read(NOTEBOOKS_DIR / "04_students.ipynb", as_version=4)
     cell = next(c for c in nb.cells if c.source.startswith("# NBVAL_CHECK_OUTPUT") and "learning_table" in c.source)

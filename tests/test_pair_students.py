@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from kdnb.students import (BiLSTMStudent, PairWordPieceCollate, SiameseBiLSTMStudent, _bilstm_forward,
-                           build_bilstm)
+from kdnb.models.bilstm import (
+    BiLSTMStudent,
+    PairWordPieceCollate,
+    SiameseBiLSTMStudent,
+    build_bilstm,
+)
+from kdnb.training.bilstm import _bilstm_forward
 
 
 def test_siamese_features_are_tangs_concatenate_compare():
@@ -35,7 +40,7 @@ def test_siamese_features_are_tangs_concatenate_compare():
 
 def test_pair_collate_and_build():
     from kdnb.config import BiLSTMConfig, load_config
-    from kdnb.teacher import load_tokenizer
+    from kdnb.models.teacher import load_tokenizer
 
     tok = load_tokenizer(load_config("cola", "smoke"))
     rows = [{"sentence": "A man is playing a guitar.", "sentence2": "Someone plays.", "teacher_logits": [0.1, 0.2],
@@ -72,8 +77,8 @@ def test_distill_bilstm_on_rte_pairs_with_word2vec(tmp_path):
 
     from kdnb.config import load_config
     from kdnb.data import load_task
-    from kdnb.students import distill_bilstm
-    from kdnb.teacher import load_tokenizer, teacher_dir
+    from kdnb.models.teacher import load_tokenizer, teacher_dir
+    from kdnb.training.bilstm import distill_bilstm
     from kdnb.utils import read_json, write_json
 
     cfg = load_config("rte", "smoke", overrides={
@@ -104,13 +109,13 @@ def test_distill_bilstm_on_rte_pairs_with_word2vec(tmp_path):
 
 
 def test_benchmark_scores_bert_models_on_sentence_pairs():
-    """kdnb.bench.dev_score reads RTE dev as the teacher does ([CLS] a [SEP] b [SEP]), not premises alone."""
+    """kdnb.analysis.bench.dev_score reads RTE dev as the teacher does ([CLS] a [SEP] b [SEP]), not premises alone."""
     from types import SimpleNamespace
 
-    from kdnb.bench import BenchModel, dev_score
+    from kdnb.analysis.bench import BenchModel, dev_score
     from kdnb.config import load_config
     from kdnb.data import load_task, score
-    from kdnb.teacher import load_tokenizer
+    from kdnb.models.teacher import load_tokenizer
 
     class SecondSentenceLength(torch.nn.Module):
         """Predicts 'not_entailment' (1) iff the second segment has more than 12 WordPieces."""

@@ -1,18 +1,20 @@
-"""Pea-KD (kdnb.peakd): SPS weight sharing and Q/K shuffling, PTP labels, the KD loss, and one
+"""Pea-KD (kdnb.training.peakd): SPS weight sharing and Q/K shuffling, PTP labels, the KD loss, and one
 tiny end-to-end student (random 2-layer teacher, 24 RTE pairs) trained, saved, reused, reloaded."""
 
 from __future__ import annotations
 
 import copy
 import json
-import math
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from kdnb import peakd
+from kdnb import experiments
+from kdnb.models import bert_inputs, common
+from kdnb.models import peakd as peakd_model
+from kdnb.training import losses, peakd
 
 
 def tiny_bert(layers: int = 2, num_labels: int = 2, seed: int = 0, vocab: int = 60):
@@ -32,20 +34,20 @@ def _inputs(seed: int = 1):
 
 def test_truncated_student_copies_the_teachers_bottom_layers():
     teacher = tiny_bert(layers=4)
-    student = peakd.truncated_student(teacher, 2)
+    student = peakd_model.truncated_student(teacher, 2)
     assert student.config.num_hidden_layers == 2 and len(student.bert.encoder.layer) == 2
     t, s = teacher.state_dict(), student.state_dict()
     assert set(s) < set(t)
     assert all(torch.equal(s[k], t[k]) for k in s)
     assert s["bert.encoder.layer.1.output.dense.weight"].data_ptr() != t["bert.encoder.layer.1.output.dense.weight"].data_ptr()
     with pytest.raises(Exception, match="peakd.layers"):
-        peakd.truncated_student(teacher, 5)
+        peakd_model.truncated_student(teacher, 5)
 
 
 def test_sps_shares_storage_and_swaps_query_and_key():
     teacher = tiny_bert(layers=2)
-    plain = peakd.build_student(teacher, 2, sps=False)
-    sps = peakd.build_student(teacher, 2, sps=True)
+    plain = peakd_model.build_student(teacher, 2, sps=False)
+    sps = peakd_model.build_student(teacher, 2, sps=True)
     layers = sps.bert.encoder.layer
     assert len(layers) == 4 and sps.config.num_hidden_layers == 4 and sps.config.sps_source_layers == [0, 1]
     for i in range(2):
@@ -62,10 +64,10 @@ def test_sps_shares_storage_and_swaps_query_and_key():
                      (shared.intermediate.dense, src.intermediate.dense), (shared.output.dense, src.output.dense)):
             assert a.weight.data_ptr() == b.weight.data_ptr()
     # no new parameters: exactly those of the plain 2-layer student
-    assert peakd.count_unique_parameters(sps) == peakd.count_unique_parameters(plain)
+    assert peakd_model.count_unique_parameters(sps) == peakd_model.count_unique_parameters(plain)
     emb = sum(p.numel() for p in plain.bert.embeddings.parameters())
-    assert peakd.count_unique_parameters(sps, embeddings=False) == peakd.count_unique_parameters(plain) - emb
-    assert peakd.count_unique_parameters(sps) < sum(p.numel() for p in peakd.build_student(tiny_bert(4), 4, False).parameters())
+    assert peakd_model.count_unique_parameters(sps, embeddings=False) == peakd_model.count_unique_parameters(plain) - emb
+    assert peakd_model.count_unique_parameters(sps) < sum(p.numel() for p in peakd_model.build_student(tiny_bert(4), 4, False).parameters())
     # the hidden states of all 2k effective layers come out (embeddings + 4)
     assert len(sps(**_inputs(), output_hidden_states=True).hidden_states) == 5
 
@@ -73,7 +75,7 @@ def test_sps_shares_storage_and_swaps_query_and_key():
 def _untied_reference(sps_model):
     """A 4-layer BERT with separate weights equal to the SPS model's: upper layer i has query =
     lower layer i's key and key = its query (what SPS should compute)."""
-    ref = copy.deepcopy(peakd.truncated_student(sps_model, 2))  # copies embeddings, layers 0-1, head
+    ref = copy.deepcopy(peakd_model.truncated_student(sps_model, 2))  # copies embeddings, layers 0-1, head
     from transformers.models.bert.modeling_bert import BertLayer
 
     for i in range(2):
@@ -89,7 +91,7 @@ def _untied_reference(sps_model):
 
 
 def test_sps_forward_and_gradients_equal_an_untied_swapped_copy():
-    sps = peakd.build_student(tiny_bert(layers=2), 2, sps=True).eval()
+    sps = peakd_model.build_student(tiny_bert(layers=2), 2, sps=True).eval()
     ref = _untied_reference(sps)
     x = _inputs()
     assert torch.allclose(sps(**x).logits, ref(**x).logits, atol=1e-5)
@@ -110,16 +112,16 @@ def test_sps_forward_and_gradients_equal_an_untied_swapped_copy():
 
 
 def test_sps_six_layer_student_shares_its_top_three_layers():
-    assert peakd.sps_source_layers(1) == [0] and peakd.sps_source_layers(3) == [0, 1, 2]
-    assert peakd.sps_source_layers(6) == [3, 4, 5]
-    sps = peakd.build_student(tiny_bert(layers=6), 6, sps=True)
+    assert peakd_model.sps_source_layers(1) == [0] and peakd_model.sps_source_layers(3) == [0, 1, 2]
+    assert peakd_model.sps_source_layers(6) == [3, 4, 5]
+    sps = peakd_model.build_student(tiny_bert(layers=6), 6, sps=True)
     layers = sps.bert.encoder.layer
     assert len(layers) == 9
     for j, i in enumerate([3, 4, 5]):
         assert layers[6 + j].attention.self.query.weight is layers[i].attention.self.key.weight
-    assert peakd.count_unique_parameters(sps) == peakd.count_unique_parameters(peakd.build_student(tiny_bert(6), 6, False))
+    assert peakd_model.count_unique_parameters(sps) == peakd_model.count_unique_parameters(peakd_model.build_student(tiny_bert(6), 6, False))
     with pytest.raises(ValueError, match="already"):
-        peakd.apply_sps(sps)
+        peakd_model.apply_sps(sps)
 
 
 def test_ptp_labels_on_hand_made_teacher_logits():
@@ -152,23 +154,23 @@ def test_peakd_loss_against_hand_computed_values():
     # normalised: (.6,.8) vs (.8,.6) → diffs (−.2, .2); (1,0) vs (0,1) → (1, −1): mean of squares
     pt_loss = torch.tensor((0.04 + 0.04 + 1 + 1) / 4)
     want = (1 - alpha) * ce + alpha * kl + beta * pt_loss
-    got = peakd.peakd_loss(s, t, y, s_cls, t_cls, temperature=T, alpha=alpha, beta=beta)
+    got = losses.pkd_loss(s, t, y, s_cls, t_cls, alpha=alpha, beta=beta, temperature=T, reduction="mean")
     assert torch.allclose(got, want, atol=1e-6)
-    assert torch.allclose(peakd.intermediate_mse(s_cls, t_cls), pt_loss)
+    assert torch.allclose(losses.patient_loss(s_cls, t_cls, reduction="mean"), pt_loss)
     # no intermediate layers (a 1-layer plain student) or beta 0: KD + CE only
-    no_pt = peakd.peakd_loss(s, t, y, None, None, temperature=T, alpha=alpha, beta=beta)
+    no_pt = losses.pkd_loss(s, t, y, None, None, alpha=alpha, beta=beta, temperature=T, reduction="mean")
     assert torch.allclose(no_pt, (1 - alpha) * ce + alpha * kl, atol=1e-6)
     # an all-unlabelled batch: KD only
-    only_kd = peakd.peakd_loss(s, t, torch.tensor([-1, -1]), None, None, temperature=T, alpha=alpha, beta=0.0)
+    only_kd = losses.pkd_loss(s, t, torch.tensor([-1, -1]), None, None, alpha=alpha, beta=0.0, temperature=T, reduction="mean")
     assert torch.allclose(only_kd, alpha * kl, atol=1e-6)
 
 
-def test_matched_teacher_layers():
-    assert peakd.matched_teacher_layers(1, 6) == []
-    assert peakd.matched_teacher_layers(2, 6) == [3]
-    assert peakd.matched_teacher_layers(3, 6) == [2, 4]
-    assert peakd.matched_teacher_layers(6, 6) == [1, 2, 3, 4, 5]
-    got = peakd.matched_teacher_layers(9, 6)
+def test_layer_map_matches_intermediate_layers_many_to_one():
+    assert common.layer_map(1, 6, include_last=False) == []
+    assert common.layer_map(2, 6, include_last=False) == [3]
+    assert common.layer_map(3, 6, include_last=False) == [2, 4]
+    assert common.layer_map(6, 6, include_last=False) == [1, 2, 3, 4, 5]
+    got = common.layer_map(9, 6, include_last=False)
     assert len(got) == 8 and got == sorted(got) and 1 <= min(got) and max(got) <= 6
 
 
@@ -182,7 +184,7 @@ def tiny_rte(tmp_path):
 
     from kdnb.config import load_config
     from kdnb.data import load_task
-    from kdnb.teacher import load_tokenizer, teacher_dir
+    from kdnb.models.teacher import load_tokenizer, teacher_dir
     from kdnb.utils import write_json
 
     cfg = load_config("rte", "smoke", overrides={
@@ -219,7 +221,7 @@ def tiny_rte(tmp_path):
 
 def test_peakd_comparison_trains_saves_reuses_and_reloads(tiny_rte):
     cfg, dsd, transfer = tiny_rte
-    comp = peakd.peakd_comparison(cfg, transfer, dsd)
+    comp = experiments.peakd_comparison(cfg, transfer, dsd)
     assert [r.name for r in comp.runs] == [f"peakd-1L-kd-s{cfg.seed}", f"peakd-1L-sps-ptp-s{cfg.seed}"]
     kd, pea = comp.runs
     assert (kd.effective_layers, pea.effective_layers) == (1, 2)
@@ -246,7 +248,7 @@ def test_peakd_comparison_trains_saves_reuses_and_reloads(tiny_rte):
     assert t["PTP epochs (mean)"].iloc[1] == len(acc) and t["dev mean ± std"].iloc[0] == f"{t['dev accuracy (%)'].iloc[0]:.1f}"
     assert not (sdir / "checkpoint").exists()
     # a second call reuses every student
-    again = peakd.peakd_comparison(cfg, transfer, dsd)
+    again = experiments.peakd_comparison(cfg, transfer, dsd)
     assert all(r.reused for r in again.runs) and again.table.equals(t)
     # the saved student rebuilds with its sharing and gives the saved dev predictions
     model, tok = peakd.load_student(cfg, pea.name)
@@ -255,26 +257,26 @@ def test_peakd_comparison_trains_saves_reuses_and_reloads(tiny_rte):
     import pandas as pd
 
     saved = pd.read_csv(sdir / "dev_predictions.csv")
-    rows = peakd._encode(tok, dsd["dev"], cfg.peakd.max_length)
-    batch = peakd._Collate(tok)(rows)
+    rows = bert_inputs.encode_rows(tok, dsd["dev"], cfg.peakd.max_length)
+    batch = bert_inputs.BertCollate(tok)(rows)
     with torch.no_grad():
-        logits = model(**peakd._inputs(batch)).logits
+        logits = model(**bert_inputs.model_inputs(batch)).logits
     assert np.allclose(logits.numpy(), saved[["logit_0", "logit_1"]].to_numpy(), atol=1e-4)
     # changing a training key retrains (not reused)
     import dataclasses
 
     cfg2 = dataclasses.replace(cfg, peakd=dataclasses.replace(cfg.peakd, alpha=0.3, variants=["kd"]))
-    assert not peakd.peakd_comparison(cfg2, transfer, dsd).runs[0].reused
+    assert not experiments.peakd_comparison(cfg2, transfer, dsd).runs[0].reused
 
 
 def test_students_start_from_the_pretrained_model_not_the_teacher(tiny_rte):
     # Pea-KD / PKD: "initialized with the first k layers of the pre-trained BERT"
     cfg, _, _ = tiny_rte
-    from kdnb.teacher import load_teacher
+    from kdnb.models.teacher import load_teacher
 
     teacher, _ = load_teacher(cfg)
-    source = peakd.pretrained_source(cfg, teacher.config.num_labels)
-    student = peakd.build_student(source, 1, sps=False)
+    source = peakd_model.pretrained_source(cfg, teacher.config.num_labels)
+    student = peakd_model.build_student(source, 1, sps=False)
     s_q = student.bert.encoder.layer[0].attention.self.query.weight
     assert torch.equal(s_q, source.bert.encoder.layer[0].attention.self.query.weight)
     assert not torch.allclose(s_q, teacher.bert.encoder.layer[0].attention.self.query.weight)
@@ -283,7 +285,7 @@ def test_students_start_from_the_pretrained_model_not_the_teacher(tiny_rte):
 
     big = load_config("rte", "smoke")  # the packaged 384-wide model is not this 16-wide teacher's source
     with pytest.raises(ConfigError, match="peakd.init"):
-        peakd._check_source(peakd.pretrained_source(big, 2), teacher)
+        peakd._check_source(peakd_model.pretrained_source(big, 2), teacher)
 
 
 def test_peakd_config_keys_are_validated():

@@ -11,8 +11,9 @@ from kdnb import report
 from kdnb.config import PROJECT_ROOT, load_config
 from kdnb.data import load_task, subsample
 from kdnb.pipeline import main
-from kdnb.students import distill_bilstm
-from kdnb.teacher import compute_teacher_logits, fine_tune_teacher
+from kdnb.training import bilstm as bilstm_training
+from kdnb.training.bilstm import distill_bilstm
+from kdnb.training.teacher import compute_teacher_logits, fine_tune_teacher
 
 from .conftest import SHARED_DATA
 
@@ -63,9 +64,9 @@ def test_bilstm_kill_and_resume_gives_identical_results(trained, monkeypatch):
     cfg.bilstm.epochs = 3
     full = distill_bilstm(cfg, transfer, dsd, name="uninterrupted")
 
-    import kdnb.students as S
+    
 
-    real_score, calls = S.score, {"n": 0}
+    real_score, calls = bilstm_training.score, {"n": 0}
 
     def dying_score(*a, **k):  # the 2nd evaluation happens in epoch 2, after epoch 1's checkpoint
         calls["n"] += 1
@@ -73,11 +74,11 @@ def test_bilstm_kill_and_resume_gives_identical_results(trained, monkeypatch):
             raise KeyboardInterrupt("killed")
         return real_score(*a, **k)
 
-    monkeypatch.setattr(S, "score", dying_score)
+    monkeypatch.setattr(bilstm_training, "score", dying_score)
     with pytest.raises(KeyboardInterrupt):
         distill_bilstm(cfg, transfer, dsd, name="resumed")
     assert (cfg.out / "students" / "resumed" / "checkpoint" / "trainer_state.json").exists()
-    monkeypatch.setattr(S, "score", real_score)
+    monkeypatch.setattr(bilstm_training, "score", real_score)
     resumed = distill_bilstm(cfg, transfer, dsd, name="resumed")
     assert resumed.curve.to_dict("records") == full.curve.to_dict("records")
     assert resumed.dev_score == full.dev_score

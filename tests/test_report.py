@@ -54,7 +54,7 @@ def test_collect_thesis_writes_every_task_and_its_figures(tmp_path, monkeypatch)
 def test_seed_runs_are_recorded_with_mean_std_and_retention(tmp_path):
     from types import SimpleNamespace
 
-    from kdnb.students import SeedRuns
+    from kdnb.training.runs import SeedRuns
 
     cfg = _cfg("cola", tmp_path)
     report.record_model(cfg, "teacher", n_params=10, dev=0.40, test=None)

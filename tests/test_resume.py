@@ -63,16 +63,16 @@ def run_stage(stage: str, out: Path, root: Path):
     """Run one stage into ``out`` (the child and the parent call this)."""
     cfg, dsd = _cfg(stage, out, root), _data()
     if stage == "teacher":
-        from kdnb.teacher import fine_tune_teacher
+        from kdnb.training.teacher import fine_tune_teacher
         return fine_tune_teacher(cfg, dsd)
     if stage == "gpt2":
         from kdnb.augment import train_gpt2
         return train_gpt2(cfg, dsd)
     transfer = datasets.load_from_disk(str(root / "transfer"))
     if stage == "bert_student":
-        from kdnb.bert_student import distill_bert_student
+        from kdnb.training.bert_student import distill_bert_student
         return distill_bert_student(cfg, transfer, dsd)
-    from kdnb.peakd import distill_peakd
+    from kdnb.training.peakd import distill_peakd
     return distill_peakd(cfg, transfer, dsd, k=1, sps=False, ptp=True, seed=cfg.seed)
 
 
@@ -80,11 +80,11 @@ _CHILD = textwrap.dedent("""
     import sys, time, torch
     from pathlib import Path
     torch.set_num_threads(1)
-    import kdnb.distill, kdnb.teacher, kdnb.bert_student, kdnb.peakd
-    real = kdnb.distill.fit
+    import kdnb.training.fit, kdnb.training.teacher, kdnb.training.bert_student, kdnb.training.peakd
+    real = kdnb.training.fit.fit
     def slow_fit(*a, loss_fn, **k):     # slow steps, so that the kill lands mid-epoch
         return real(*a, loss_fn=lambda m, b: time.sleep(0.25) or loss_fn(m, b), **k)
-    for mod in (kdnb.distill, kdnb.teacher, kdnb.bert_student, kdnb.peakd):
+    for mod in (kdnb.training.fit, kdnb.training.teacher, kdnb.training.bert_student, kdnb.training.peakd):
         mod.fit = slow_fit
     from tests.test_resume import run_stage
     run_stage(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]))
@@ -94,7 +94,7 @@ _CHILD = textwrap.dedent("""
 def _tiny_teacher(path: Path):
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from kdnb.teacher import resolve_model_path
+    from kdnb.models.teacher import resolve_model_path
 
     tok = AutoTokenizer.from_pretrained(resolve_model_path(load_config("cola", "smoke").teacher.model_name_or_path))
     torch.manual_seed(0)

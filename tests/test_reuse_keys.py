@@ -8,10 +8,11 @@ import json
 
 import pytest
 
-from kdnb import teacher as T
 from kdnb.config import load_config
 from kdnb.data import data_fingerprint, load_task
 from kdnb.errors import DataError
+from kdnb.models import teacher as teacher_model
+from kdnb.training import teacher as T
 
 from .conftest import SHARED_DATA
 
@@ -47,7 +48,7 @@ class _Retrained(Exception):
 
 def test_the_saved_teacher_is_reused_only_for_the_same_data(tmp_path, data_copy, monkeypatch):
     cfg = _cfg(tmp_path, data_copy)
-    tdir = T.teacher_dir(cfg)
+    tdir = teacher_model.teacher_dir(cfg)
     (tdir / "model").mkdir(parents=True)
     (tdir / "learning_curve.csv").write_text("step,epoch,train_loss,dev_score\n1,1.0,0.5,0.1\n")
     saved = {"config_hash": T.teacher_key(cfg), "dev_score": 0.1, "test_score": None, "n_params": 1, "seconds": 1.0}

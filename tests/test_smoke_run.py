@@ -19,6 +19,7 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from kdnb.config import PROJECT_ROOT
 from kdnb.data import task_spec
+from kdnb.stages import select
 from kdnb.store_notebooks import QUIET, smoke_task
 
 TASK = smoke_task()  # the task of the stored notebooks (their parameters cell)
@@ -97,6 +98,12 @@ def test_reported_scores_equal_sklearn_on_the_saved_predictions(runs):
             assert results.loc[name, f"{split} {label} (%)"] == round(100 * recomputed, 1), (name, split)
             checked += 1
     assert checked >= 3
+
+
+def test_the_stages_run_write_their_declared_products(runs):
+    for stage in select(["03", "04", "06"]):
+        for product in stage.products:
+            assert (runs / "a" / product).exists(), f"stage {stage.name}: {product}"
 
 
 def test_the_same_seed_in_fresh_processes_writes_identical_metrics(runs):

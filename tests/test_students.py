@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from kdnb.students import BiLSTMStudent, WordPieceCollate, count_parameters
+from kdnb.models.bilstm import BiLSTMStudent, WordPieceCollate
+from kdnb.models.common import count_parameters
 
 
 def test_bilstm_shapes_and_tang_architecture():
@@ -33,8 +34,8 @@ def test_embedding_modes():
 
 
 def test_wordpiece_collate():
-    from kdnb.teacher import load_tokenizer
     from kdnb.config import load_config
+    from kdnb.models.teacher import load_tokenizer
 
     tok = load_tokenizer(load_config("cola", "smoke"))
     rows = [{"sentence": "The cat sat.", "teacher_logits": [0.1, 0.2], "label": 1},
@@ -80,7 +81,7 @@ def test_compact_embeddings_train_exactly_like_the_full_matrix(mode):
 def test_unpacked_final_states_equal_the_packed_ones(cls):
     """The sync-free path for CUDA graphs (no pack_padded_sequence) gives the packed BiLSTM's
     logits and gradients, whatever the padding."""
-    from kdnb.students import SiameseBiLSTMStudent
+    from kdnb.models.bilstm import SiameseBiLSTMStudent
 
     torch.manual_seed(0)
     ids = torch.randint(1, 50, (5, 9))
@@ -109,7 +110,7 @@ def test_unpacked_final_states_equal_the_packed_ones(cls):
 
 def test_wordpiece_collate_pads_to_a_multiple():
     from kdnb.config import load_config
-    from kdnb.teacher import load_tokenizer
+    from kdnb.models.teacher import load_tokenizer
 
     tok = load_tokenizer(load_config("cola", "smoke"))
     rows = [{"sentence": "The cat sat on the mat."}, {"sentence": "Dogs bark."}]
@@ -122,7 +123,7 @@ def test_wordpiece_collate_pads_to_a_multiple():
 
 def test_distill_seeds_runs_each_seed_under_its_own_name():
     from kdnb.config import load_config
-    from kdnb.students import distill_seeds, seed_name
+    from kdnb.training.runs import distill_seeds, seed_name
 
     cfg = load_config("cola", "smoke", overrides={"seeds": [7, 42, 9]})
     calls = []

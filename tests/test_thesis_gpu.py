@@ -9,7 +9,6 @@ import datasets
 import numpy as np
 import pytest
 
-
 from .conftest import SHARED_DATA, load_benchmark
 
 

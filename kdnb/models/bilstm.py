@@ -10,27 +10,19 @@
   automatically on pair tasks (RTE): one shared BiLSTM encodes both sentences, and the
   features ``[h1, h2, h1 ⊙ h2, |h1 − h2|]`` feed the ReLU layer and the logits.
 * ``bilstm.embedding: word2vec``: word-level word2vec vectors and a word tokenizer instead of
-  WordPiece (:mod:`kdnb.embeddings`), in any of Kim's (2014) three modes.
+  WordPiece (:mod:`kdnb.models.embeddings`), in any of Kim's (2014) three modes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import datasets
-import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from .config import BiLSTMConfig, Config
-from .data import score, task_spec
-from .distill import fit, make_accelerator, predict_logits, selection_record
-from .losses import logit_loss
-from .utils import atomic_path, read_json, set_seed, write_json
+from ..config import BiLSTMConfig
 
 
 class BiLSTMStudent(nn.Module):
@@ -159,7 +151,7 @@ class BiLSTMStudent(nn.Module):
 
     def _final_states_unpacked(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The packed BiLSTM's final states without packing, so without a host sync (what a CUDA
-        graph needs; :class:`kdnb.distill.CUDAGraphStep`): the forward direction runs over the
+        graph needs; :class:`kdnb.training.fit.CUDAGraphStep`): the forward direction runs over the
         right-padded ``x`` ``(B, T, E)`` and is read at position ``length − 1``; the backward
         direction runs forwards over each sequence reversed in place (its first ``length``
         positions flipped, padding kept behind) and is read at the same position. Padding comes
@@ -192,11 +184,6 @@ def _rows(emb: nn.Embedding, keep_ids: torch.Tensor, padding_idx: int) -> nn.Emb
     """A new embedding holding the rows ``keep_ids`` of ``emb`` (same ``requires_grad``)."""
     return nn.Embedding.from_pretrained(emb.weight.detach()[keep_ids].clone(), freeze=not emb.weight.requires_grad,
                                         padding_idx=padding_idx)
-
-
-def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters (all, or only those with ``requires_grad``)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 class WordPieceCollate:
@@ -326,7 +313,7 @@ def build_bilstm(bc: BiLSTMConfig, num_labels: int, tokenizer, teacher_model=Non
     task), else :class:`BiLSTMStudent`.
 
     ``embedding: teacher_wordpiece`` needs ``teacher_model``; ``embedding: word2vec`` needs
-    ``embedding_weights`` ``(V, E)`` (:func:`kdnb.embeddings.word2vec_embeddings`, whose word
+    ``embedding_weights`` ``(V, E)`` (:func:`kdnb.models.embeddings.word2vec_embeddings`, whose word
     tokenizer is then ``tokenizer``); ``random`` draws ``(len(tokenizer), 300)``.
 
     Raises:
@@ -340,7 +327,7 @@ def build_bilstm(bc: BiLSTMConfig, num_labels: int, tokenizer, teacher_model=Non
         vocab, dim = weights.shape
     elif bc.embedding == "word2vec":
         if embedding_weights is None:
-            raise ValueError("bilstm.embedding=word2vec needs embedding_weights (kdnb.embeddings.word2vec_embeddings)")
+            raise ValueError("bilstm.embedding=word2vec needs embedding_weights (kdnb.models.embeddings.word2vec_embeddings)")
         weights = embedding_weights
         vocab, dim = weights.shape
     else:
@@ -348,195 +335,3 @@ def build_bilstm(bc: BiLSTMConfig, num_labels: int, tokenizer, teacher_model=Non
     cls = SiameseBiLSTMStudent if pair else BiLSTMStudent
     return cls(vocab, dim, num_labels, bc.hidden_size, bc.fc_size, weights, bc.embedding_mode,
                bc.dropout, padding_idx=tokenizer.pad_token_id or 0)
-
-
-@dataclass
-class StudentResult:
-    """Outputs of :func:`distill_bilstm` (also saved under ``<out>/students/<name>/``)."""
-
-    name: str
-    curve: pd.DataFrame
-    dev_score: float
-    test_score: Optional[float]
-    n_params: int
-    seconds: float
-    reused: bool
-    epoch_seconds: Optional[list] = None  # per trained epoch (s); the first holds one-off costs
-    dev_last: Optional[float] = None      # the last evaluation's dev score (dev_score: the kept, best one)
-    best_epoch: Optional[float] = None    # (fractional) epoch of the kept checkpoint
-
-
-def seed_name(name: str, seed: int, cfg: Config) -> str:
-    """Where a student's run with ``seed`` is saved: ``name`` for the run's own ``seed`` (what a
-    one-seed report trains), ``<name>-seed<seed>`` for the others."""
-    return name if seed == cfg.seed else f"{name}-seed{seed}"
-
-
-@dataclass
-class SeedRuns:
-    """One student distilled once per seed of :attr:`kdnb.config.Config.student_seeds`
-    (:func:`distill_seeds`); the teacher and the transfer set are the same for every seed.
-
-    Attributes:
-        name: the student's name (``bilstm``, ``bert_student``).
-        runs: ``{seed: result}`` in seed order.
-        main: the result of the run's own ``seed`` (else the first seed's): what the report's
-            single-seed tables, predictions and figures use.
-    """
-
-    name: str
-    runs: dict
-    main: StudentResult
-
-    def summary(self, teacher_dev: Optional[float] = None) -> dict:
-        """Per-seed and aggregate scores for ``metrics.json``: ``seeds``, ``dev``, ``dev_last``,
-        ``test`` (lists, seed order; fractions), ``dev_mean``/``dev_std``, ``test_mean``/``test_std``
-        (None without labelled test), and with ``teacher_dev`` ``retention_mean``/``retention_std``.
-        The standard deviation is the sample one (``ddof=1``; 0 for one seed)."""
-        res = list(self.runs.values())
-        out = {"seeds": list(self.runs), "dev": [r.dev_score for r in res], "dev_last": [r.dev_last for r in res],
-               "test": [r.test_score for r in res]}
-        out["dev_mean"], out["dev_std"] = mean_std(out["dev"])
-        tests = [t for t in out["test"] if t is not None]
-        out["test_mean"], out["test_std"] = mean_std(tests) if len(tests) == len(res) else (None, None)
-        if teacher_dev:
-            out["retention_mean"], out["retention_std"] = mean_std([d / teacher_dev for d in out["dev"]])
-        return out
-
-
-def mean_std(values: list) -> tuple[float, float]:
-    """Mean and sample standard deviation (``ddof=1``; 0.0 for a single value) of ``values``.
-
-    Raises:
-        ValueError: ``values`` is empty.
-    """
-    if not values:
-        raise ValueError("mean_std of no values")
-    arr = np.asarray(values, dtype=np.float64)
-    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
-
-
-def distill_seeds(cfg: Config, distill, *args, name: str, **kwargs) -> SeedRuns:
-    """Run ``distill(cfg_s, *args, name=..., **kwargs)`` (e.g. :func:`distill_bilstm`,
-    :func:`kdnb.bert_student.distill_bert_student`) once per seed ``s`` of
-    ``cfg.student_seeds``, with ``cfg_s = cfg.with_seed(s)`` and the run saved under
-    :func:`seed_name`; each run is reused or resumed on its own.
-
-    Returns:
-        :class:`SeedRuns`.
-    """
-    runs = {s: distill(cfg.with_seed(s), *args, name=seed_name(name, s, cfg), **kwargs) for s in cfg.student_seeds}
-    return SeedRuns(name=name, runs=runs, main=runs.get(cfg.seed, next(iter(runs.values()))))
-
-
-def _bilstm_forward(model, batch: dict) -> torch.Tensor:
-    if "input_ids2" in batch:  # sentence pairs: SiameseBiLSTMStudent
-        return model(batch["input_ids"], batch["lengths"], batch["input_ids2"], batch["lengths2"])
-    return model(batch["input_ids"], batch["lengths"])
-
-
-def distill_bilstm(
-    cfg: Config,
-    transfer_set: datasets.Dataset,
-    dsd: datasets.DatasetDict,
-    name: str = "bilstm",
-    force: bool = False,
-) -> StudentResult:
-    """Distil the teacher into a BiLSTM student on ``transfer_set`` (rows with ``teacher_logits``).
-
-    The KD loss is ``bilstm.loss`` on logits (``mse``: Tang et al. 2019 eq. 2); optimiser
-    Adadelta (lr ``bilstm.learning_rate``, ρ ``bilstm.rho``), gradient clipping at
-    ``bilstm.grad_clip``. Saves ``model.pt``, ``learning_curve.csv``, ``dev_predictions.csv``
-    and ``result.json`` under ``<out>/students/<name>/``; reuses them when the parameters
-    and transfer set match (``force`` redoes), resumes after a kill from the last epoch.
-    On a sentence-pair task (``TaskSpec.pair``, e.g. RTE) the student is the
-    :class:`SiameseBiLSTMStudent`; with ``bilstm.embedding: word2vec`` it reads words through
-    the word tokenizer of :func:`kdnb.embeddings.word2vec_embeddings` (saved to ``tokenizer/``).
-    """
-    from .teacher import _write_csv, _write_predictions, load_teacher, teacher_dir
-
-    bc = cfg.bilstm
-    sdir = cfg.out / "students" / name
-    teacher_key = (read_json(teacher_dir(cfg) / "result.json") or {}).get("config_hash")
-    key = cfg.section_hash("seed", "bilstm") + f"-{teacher_key}-{transfer_set._fingerprint}"
-    saved = read_json(sdir / "result.json")
-    if saved and saved.get("config_hash") == key and not force:
-        return _student_from_disk(name, sdir, saved, reused=True)
-
-    set_seed(cfg.seed)
-    teacher, tokenizer = load_teacher(cfg)
-    num_labels = teacher.config.num_labels
-    pair = task_spec(cfg.task).pair  # sentence pairs: the siamese BiLSTM (Tang et al. 2019, §3.2)
-    w2v = None
-    if bc.embedding == "word2vec":  # word-level vocabulary, tokenizer and vectors (kdnb.embeddings)
-        from .embeddings import word2vec_embeddings
-
-        w2v = word2vec_embeddings(cfg, transfer_set, force=force)
-        tokenizer = w2v.tokenizer
-    model = build_bilstm(bc, num_labels, tokenizer, teacher, pair=pair,
-                         embedding_weights=None if w2v is None else w2v.weights)
-    del teacher
-    # CUDA graphs (thesis profile on a GPU): unpacked LSTM (no host sync), lengths padded to
-    # multiples of 8 (few graph shapes), a capturable optimiser; the same model and updates
-    graphs = cfg.cuda_graphs and torch.cuda.is_available() and bc.gradient_accumulation_steps == 1
-    collate = (PairWordPieceCollate if pair else WordPieceCollate)(tokenizer, bc.max_length,
-                                                                   pad_to_multiple_of=8 if graphs else 1)
-    if bc.embedding_mode != "static":  # exact speed-up: see BiLSTMStudent.compact
-        model.compact(vocabulary_ids(tokenizer, [transfer_set, *dsd.values()], bc.max_length))
-    model.packed = not graphs
-    lengths = token_lengths(tokenizer, transfer_set, bc.max_length) if bc.length_grouped else None
-    kd = logit_loss(bc.loss, bc.temperature)
-    accelerator = make_accelerator(cfg.mixed_precision, bc.gradient_accumulation_steps)
-    optimizer = torch.optim.Adadelta([p for p in model.parameters() if p.requires_grad],
-                                     lr=bc.learning_rate, rho=bc.rho, capturable=graphs)
-    dev = dsd["dev"]
-    dev_labels = np.array(dev["label"])
-
-    def evaluate(m) -> float:
-        logits = predict_logits(m, dev, collate, 512, _bilstm_forward, accelerator)
-        return score(cfg.task, dev_labels, logits.argmax(-1).numpy())
-
-    sdir.mkdir(parents=True, exist_ok=True)
-    fr = fit(model, train_set=transfer_set, collate_fn=collate, batch_size=bc.batch_size,
-             loss_fn=lambda m, b: kd(_bilstm_forward(m, b), b["teacher_logits"]), optimizer=optimizer,
-             epochs=bc.epochs, evaluate=evaluate, seed=cfg.seed, ckpt_dir=sdir / "checkpoint",
-             accelerator=accelerator, evals_per_epoch=bc.evals_per_epoch, grad_clip=bc.grad_clip, lengths=lengths,
-             resume_key=key, desc=name, save_steps=bc.save_steps, num_workers=cfg.num_workers, cuda_graphs=graphs)
-    if fr.cuda_graphs:
-        print(f"[kdnb] {name}: CUDA graphs {fr.cuda_graphs}", flush=True)
-    model = accelerator.unwrap_model(model).expand()
-    model.packed = True
-    with atomic_path(sdir / "model.pt") as tmp:
-        torch.save(model.state_dict(), tmp)
-    if w2v is not None:  # the word vocabulary the weights index
-        with atomic_path(sdir / "tokenizer") as tmp:
-            tokenizer.save_pretrained(tmp)
-    _write_csv(pd.DataFrame(fr.curve), sdir / "learning_curve.csv")
-    dev_logits = predict_logits(model, dev, collate, 512, _bilstm_forward, accelerator).numpy()
-    _write_predictions(dev, dev_logits, sdir / "dev_predictions.csv")
-    test_score = None
-    if "test" in dsd and min(dsd["test"]["label"]) >= 0:
-        test_logits = predict_logits(model, dsd["test"], collate, 512, _bilstm_forward, accelerator).numpy()
-        _write_predictions(dsd["test"], test_logits, sdir / "test_predictions.csv")
-        test_score = score(cfg.task, dsd["test"]["label"], test_logits.argmax(-1))
-    res = {
-        "config_hash": key,
-        "model": f"{'siamese ' if pair else ''}BiLSTM (Tang et al. 2019), {bc.loss} loss",
-        "embedding": bc.embedding if w2v is None else {"embedding": "word2vec", **w2v.stats},
-        "dev_score": score(cfg.task, dev_labels, dev_logits.argmax(-1)),
-        "test_score": test_score,
-        "n_params": count_parameters(model),
-        "seconds": fr.seconds,
-        "epoch_seconds": fr.epoch_seconds,
-        "transfer_set_size": len(transfer_set),
-        **selection_record(fr),
-    }
-    write_json(sdir / "result.json", res)
-    return _student_from_disk(name, sdir, res, reused=False)
-
-
-def _student_from_disk(name: str, sdir: Path, res: dict, reused: bool) -> StudentResult:
-    return StudentResult(name=name, curve=pd.read_csv(sdir / "learning_curve.csv"), dev_score=res["dev_score"],
-                         test_score=res["test_score"], n_params=res["n_params"], seconds=res["seconds"],
-                         reused=reused, epoch_seconds=res.get("epoch_seconds"), dev_last=res.get("dev_last"),
-                         best_epoch=res.get("best_epoch"))

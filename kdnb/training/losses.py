@@ -174,30 +174,38 @@ def alpha_mix(
     return alpha * soft + (1.0 - alpha) * masked_cross_entropy(student_logits, labels)
 
 
-def patient_loss(student_cls: torch.Tensor, teacher_cls: torch.Tensor) -> torch.Tensor:
+def patient_loss(student_cls: torch.Tensor, teacher_cls: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
     """PKD "patient" loss on the normalised [CLS] states of matched layers.
 
     Sun et al. (2019), "Patient knowledge distillation for BERT model compression", eq. 3:
     ``L_PT = Σ_j ‖ h^S_j / ‖h^S_j‖₂ − h^T_{g(j)} / ‖h^T_{g(j)}‖₂ ‖₂²``, summed over the matched
-    layers ``j`` and averaged over the batch (the paper sums over the training examples). Where
+    layers ``j`` and averaged over the batch (the paper sums over the training examples):
+    ``reduction="sum"``. ``reduction="mean"`` is the form of the PKD and Pea-KD code (Cho & Kang
+    2020), ``F.mse_loss(normalize(h^S), normalize(h^T))``: averaged over layers, examples and
+    hidden units, which their β values assume (it is the sum form divided by ``L · H``). Where
     the student is narrower than the teacher, pass its states through a learned linear map to
-    the teacher's width first (:class:`kdnb.bert_student.DistillationModel` does; the paper's
-    student has the teacher's width, so it needs none).
+    the teacher's width first (:class:`kdnb.models.bert_student.DistillationModel` does; the
+    paper's student has the teacher's width, so it needs none).
 
     Args:
         student_cls, teacher_cls: ``(L, B, H)`` — [CLS] states of ``L`` matched layer pairs.
+        reduction: ``sum`` (in [0, 4·L]) or ``mean`` (in [0, 4/H]).
 
     Returns:
-        Scalar tensor in [0, 4·L].
+        Scalar tensor.
 
     Raises:
-        ValueError: shapes differ or the tensors are not 3-D.
+        ValueError: shapes differ, the tensors are not 3-D or an unknown ``reduction``.
     """
     if student_cls.shape != teacher_cls.shape or student_cls.dim() != 3:
         raise ValueError(f"student [CLS] {tuple(student_cls.shape)} and teacher [CLS] {tuple(teacher_cls.shape)} "
                          "must both be (layers, batch, hidden)")
     s = F.normalize(student_cls.float(), dim=-1)
     t = F.normalize(teacher_cls.float(), dim=-1)
+    if reduction == "mean":
+        return F.mse_loss(s, t)
+    if reduction != "sum":
+        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
     return (s - t).pow(2).sum(-1).mean(-1).sum()
 
 
@@ -205,22 +213,25 @@ def pkd_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
     labels: torch.Tensor,
-    student_cls: torch.Tensor,
-    teacher_cls: torch.Tensor,
+    student_cls: Optional[torch.Tensor],
+    teacher_cls: Optional[torch.Tensor],
     alpha: float,
     beta: float,
     temperature: float = 1.0,
+    reduction: str = "sum",
 ) -> torch.Tensor:
     """The PKD objective: ``L_PKD = (1 − α) · L_CE + α · L_DS + β · L_PT``.
 
     Sun et al. (2019) eq. 4 (eq. 2 plus the patient term of eq. 3): ``L_CE`` the gold-label
-    cross-entropy (:func:`masked_cross_entropy`), ``L_DS`` the distillation loss at
-    temperature ``T`` (here ``T² · KL``, same gradients as the paper's soft cross-entropy),
-    ``L_PT`` :func:`patient_loss`.
+    cross-entropy (:func:`masked_cross_entropy`; 0 for a batch without gold labels), ``L_DS``
+    the distillation loss at temperature ``T`` (here ``T² · KL``, same gradients as the paper's
+    soft cross-entropy), ``L_PT`` :func:`patient_loss` with ``reduction`` (``mean``: the PKD and
+    Pea-KD code, which Pea-KD trains with). The patient term is left out when ``beta`` is 0 or
+    no layers are matched (``student_cls`` None or of 0 layers).
 
     Args:
         student_logits, teacher_logits: ``(B, C)``; labels ``(B,)`` (``-1``: none).
-        student_cls, teacher_cls: ``(L, B, H)`` matched [CLS] states.
+        student_cls, teacher_cls: ``(L, B, H)`` matched [CLS] states, or None.
         alpha: in [0, 1]; beta: ``>= 0`` weight of the patient term.
 
     Returns:
@@ -231,8 +242,10 @@ def pkd_loss(
     """
     if beta < 0:
         raise ValueError(f"beta must be >= 0, got {beta}")
-    return alpha_mix(student_logits, teacher_logits, labels, alpha, temperature) + beta * patient_loss(
-        student_cls, teacher_cls)
+    loss = alpha_mix(student_logits, teacher_logits, labels, alpha, temperature)
+    if beta > 0 and student_cls is not None and student_cls.shape[0] > 0:
+        loss = loss + beta * patient_loss(student_cls, teacher_cls, reduction)
+    return loss
 
 
 def attention_kl(

@@ -4,7 +4,7 @@ Sučík (2020, §4.3) compares the BiLSTM student of Tang et al. (2019) with wor
 vectors (Mikolov et al. 2013; Tang et al. use the 300-d GoogleNews vectors) against the
 teacher's WordPiece embeddings, each in the modes of Kim (2014), "Convolutional neural
 networks for sentence classification", §2.1: *static* (frozen), *non-static* (fine-tuned) and
-*multichannel* (a frozen and a fine-tuned copy; :class:`kdnb.students.BiLSTMStudent`).
+*multichannel* (a frozen and a fine-tuned copy; :class:`kdnb.models.bilstm.BiLSTMStudent`).
 
 This module builds, with well-kept libraries only:
 
@@ -39,9 +39,9 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import torch
 
-from .config import BiLSTMConfig, Config
-from .errors import ConfigError
-from .utils import atomic_path, read_json, write_json
+from ..config import BiLSTMConfig, Config
+from ..errors import ConfigError
+from ..utils import atomic_path, read_json, write_json
 
 PAD, UNK = "[PAD]", "[UNK]"
 """Special words: ids 0 and 1 of every word vocabulary built here."""
@@ -108,7 +108,7 @@ def word_tokenizer(vocab: Sequence[str], lowercase: bool = True, mask_token: Opt
     🤗 ``tokenizers`` ``WordLevel`` model; unknown words → ``[UNK]``; ``mask_token`` → one
     ``[UNK]``, as in :func:`split_words`). It is called like the
     teacher's tokenizer (``tok(texts, add_special_tokens=False, truncation=True,
-    max_length=...)["input_ids"]``), so :class:`kdnb.students.WordPieceCollate` batches with it;
+    max_length=...)["input_ids"]``), so :class:`kdnb.models.bilstm.WordPieceCollate` batches with it;
     ``save_pretrained``/``from_pretrained`` store and reload it.
 
     Raises:
@@ -272,7 +272,7 @@ def word2vec_embeddings(cfg: Config, transfer_set, force: bool = False) -> Word2
 
     from transformers import PreTrainedTokenizerFast
 
-    from .data import content_hash
+    from ..data import content_hash
 
     wc: BiLSTMConfig.Word2Vec = cfg.bilstm.word2vec
     out = word2vec_dir(cfg)
