@@ -94,9 +94,8 @@ def run(task: str, profile: str = "cpu", data_dir: Optional[str] = None, force: 
     load_task(cfg.task, cfg.data_path)  # fail fast on bad data, before any output exists
     stages = select(only)
     _check_inputs(stages, cfg.out, task, profile)
-    cfg.save()
-    params = {"task": task, "profile": profile, "data_dir": data_dir, "force": force,
-              "overrides": dict(overrides or {})}
+    # every notebook reads these merged parameters (not its own merge of task × profile)
+    params = {"task": task, "profile": profile, "force": force, "config": str(cfg.save())}
     out_dir = cfg.out / "notebooks"
     previous = os.environ.get(PROGRESS_ENV)
     os.environ[PROGRESS_ENV] = "off" if quiet else "terminal"  # inherited by the notebooks' kernels

@@ -40,13 +40,14 @@ profile = "smoke"
 data_dir = None  # None: the data_dir of params/<task>.yaml
 force = False
 overrides = {}  # dotted keys to values, e.g. teacher.epochs: 1 (from make report ARGS)
+config = None  # the run's saved parameters (kdnb.pipeline passes <out>/config.yaml); None: merge the above
 
 # %%
 from kdnb import augment, report
-from kdnb.config import load_config
+from kdnb.config import run_config
 from kdnb.data import load_task
 
-cfg = load_config(task, profile, data_dir=data_dir, overrides=overrides)
+cfg = run_config(config, task, profile, data_dir=data_dir, overrides=overrides)
 dsd = load_task(cfg.task, cfg.data_path)
 methods = augment.methods_needed(cfg)
 print(f"transfer sets: {', '.join(augment.transfer_sets_needed(cfg))}; methods to run: {', '.join(methods) or 'none'}")

@@ -24,16 +24,17 @@ profile = "smoke"
 data_dir = None  # None: the data_dir of params/<task>.yaml
 force = False
 overrides = {}  # dotted keys to values, e.g. teacher.epochs: 1 (from make report ARGS)
+config = None  # the run's saved parameters (kdnb.pipeline passes <out>/config.yaml); None: merge the above
 
 # %%
 from kdnb import report
 from kdnb.augment import load_transfer_set, source_counts
-from kdnb.config import load_config
+from kdnb.config import run_config
 from kdnb.data import load_task, task_spec
 from kdnb.training.bilstm import distill_bilstm
 from kdnb.training.runs import distill_seeds
 
-cfg = load_config(task, profile, data_dir=data_dir, overrides=overrides)
+cfg = run_config(config, task, profile, data_dir=data_dir, overrides=overrides)
 dsd = load_task(cfg.task, cfg.data_path)
 metric = task_spec(task).metric_label
 transfer = load_transfer_set(cfg)  # <out>/transfer/<augment.transfer_set>; StageInputError if missing

@@ -37,13 +37,14 @@ profile = "smoke"
 data_dir = None  # None: the data_dir of params/<task>.yaml
 force = False
 overrides = {}  # dotted keys to values, e.g. teacher.epochs: 1 (from make report ARGS)
+config = None  # the run's saved parameters (kdnb.pipeline passes <out>/config.yaml); None: merge the above
 
 # %%
 from kdnb import report
 from kdnb.analysis import probing
-from kdnb.config import load_config
+from kdnb.config import run_config
 
-cfg = load_config(task, profile, data_dir=data_dir, overrides=overrides)
+cfg = run_config(config, task, profile, data_dir=data_dir, overrides=overrides)
 pc = cfg.probing
 print(f"probing enabled: {pc.enabled}")
 if pc.enabled:

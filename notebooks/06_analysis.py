@@ -23,15 +23,16 @@ profile = "smoke"
 data_dir = None  # None: the data_dir of params/<task>.yaml
 force = False
 overrides = {}  # dotted keys to values, e.g. teacher.epochs: 1 (from make report ARGS)
+config = None  # the run's saved parameters (kdnb.pipeline passes <out>/config.yaml); None: merge the above
 
 # %%
 import pandas as pd
 
 from kdnb import figures, report
-from kdnb.config import load_config
+from kdnb.config import run_config
 from kdnb.data import task_spec
 
-cfg = load_config(task, profile, data_dir=data_dir, overrides=overrides)
+cfg = run_config(config, task, profile, data_dir=data_dir, overrides=overrides)
 metrics = report.load_metrics(cfg)
 metric = task_spec(task).metric_label
 

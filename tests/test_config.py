@@ -57,7 +57,20 @@ def test_overrides_and_data_dir():
 
 
 def test_int_is_accepted_for_float_keys():
-    assert load_config("cola", "smoke", overrides={"teacher.learning_rate": 1}).teacher.learning_rate == 1.0
+    lr = load_config("cola", "smoke", overrides={"teacher.learning_rate": 1}).teacher.learning_rate
+    assert lr == 1.0 and isinstance(lr, float)  # stored as a float: the saved config and its hashes see 1.0
+
+
+def test_sections_are_pydantic_dataclasses_that_keep_dataclass_tools():
+    import dataclasses
+
+    import pydantic
+
+    cfg = load_config("cola", "smoke")
+    assert pydantic.dataclasses.is_pydantic_dataclass(type(cfg.teacher))
+    assert dataclasses.replace(cfg.teacher, epochs=2).epochs == 2 and dataclasses.asdict(cfg)["teacher"]["epochs"]
+    with pytest.raises(pydantic.ValidationError):  # built directly, a section still validates
+        dataclasses.replace(cfg.teacher, epochs=0)
 
 
 @pytest.mark.parametrize(
@@ -73,10 +86,18 @@ def test_int_is_accepted_for_float_keys():
         ({"mixed_precision": "fp8"}, "'mixed_precision'"),
         ({"cuda_graphs": "yes"}, "'cuda_graphs'"),
         ({"bert_student.method": "distil"}, "'bert_student.method': must be one of .*alpha_mix"),
-        ({"seeds": [1, 1]}, "'seeds': must list distinct integers"),
-        ({"seeds": ["a"]}, "'seeds': must list distinct integers"),
-        ({"augment.size_ablation": [0, -5]}, "'augment.size_ablation': must list distinct sentence counts"),
-        ({"bilstm.loss": "l1"}, "'bilstm.loss': must be one of mse, mse_sum"),
+        ({"seeds": [1, 1]}, r"'seeds': must list distinct values, got \[1, 1\]"),
+        ({"seeds": ["a"]}, "'seeds': expected int, got 'a'"),
+        ({"seeds": 3}, "'seeds': expected list, got 3"),
+        ({"augment.size_ablation": [0, -5]}, "'augment.size_ablation': must be >= 0, got -5"),
+        ({"bilstm.loss": "l1"}, "'bilstm.loss': must be one of mse, mse_sum, kl, ce; got 'l1'"),
+        ({"teacher.warmup_fraction": 1.0}, r"'teacher.warmup_fraction': must be in \[0, 1\), got 1.0"),
+        ({"augment.gpt2.top_p": 0.0}, r"'augment.gpt2.top_p': must be in \(0, 1\], got 0.0"),
+        ({"probing.dropouts": [0.1, 1.0]}, r"'probing.dropouts': must be in \[0, 1\), got 1.0"),
+        ({"probing.hidden_sizes": []}, r"'probing.hidden_sizes': must not be empty"),
+        ({"kd_ablation.methods": ["mse", "pkd", "tiny"]}, "'kd_ablation.methods': must be one of mse, kl, alpha_mix"),
+        ({"teacher.epochs": True}, "'teacher.epochs': expected int, got True"),
+        ({"teacher.learning_rate": "1e-5"}, "'teacher.learning_rate': expected float, got '1e-5'"),
     ],
 )
 def test_bad_values_are_rejected_with_the_key(overrides, message):
@@ -153,3 +174,31 @@ def test_rule_augmentation_n_iter_per_task(task, profile):
     # sets); no task file nor any real-data profile may lower it (smoke's 5 is for seconds only).
     assert load_config(task, profile).augment.rules.n_iter == 20
     assert load_config(task, "smoke").augment.rules.n_iter == 5
+
+
+@pytest.mark.parametrize("task, profile", [("cola", "smoke"), ("rte", "peakd"), ("sst2", "thesis"), ("sara", "explore")])
+def test_a_saved_config_reads_back_to_the_same_parameters(tmp_path, task, profile):
+    from kdnb.config import read_config, run_config
+
+    cfg = load_config(task, profile, overrides={"teacher.learning_rate": 1, "seeds": [1, 2]})
+    path = cfg.save(tmp_path / "config.yaml")
+    back = read_config(path)
+    assert back == cfg and back.section_hash("teacher", "bilstm") == cfg.section_hash("teacher", "bilstm")
+    assert run_config(str(path), task, profile) == cfg  # what each notebook of a pipeline run reads
+    assert run_config(None, task, profile) == load_config(task, profile)  # JupyterLab / nbval: merged here
+
+
+def test_a_bad_saved_config_names_the_file_and_key(tmp_path):
+    from kdnb.config import read_config, run_config
+
+    path = load_config("cola", "smoke").save(tmp_path / "config.yaml")
+    with pytest.raises(ConfigError, match="the notebook runs 'sst2'"):
+        run_config(path, "sst2", "smoke")
+    path.write_text(path.read_text().replace("  epochs: 1\n", "  epochs: 0\n", 1))
+    with pytest.raises(ConfigError, match=r"config.yaml: key '\w+.epochs': must be > 0, got 0"):
+        read_config(path)
+    path.write_text("task: cola\nprofile: smoke\nteacher:\n  epoch: 1\n")
+    with pytest.raises(ConfigError, match=r"config.yaml: unknown key 'teacher.epoch'"):
+        read_config(path)
+    with pytest.raises(ConfigError, match="no such file"):
+        read_config(tmp_path / "missing.yaml")

@@ -12,7 +12,7 @@ from kdnb.config import PROJECT_ROOT
 tomllib = pytest.importorskip("tomllib")
 
 # import name -> distribution name, where they differ
-DISTRIBUTIONS = {"sklearn": "scikit-learn", "yaml": "pyyaml"}
+DISTRIBUTIONS = {"sklearn": "scikit-learn", "yaml": "pyyaml", "annotated_types": "annotated-types"}
 
 
 def kdnb_imports() -> set[str]:

@@ -66,6 +66,15 @@ def test_executed_notebooks_carry_no_progress_bars(runs):
     assert "it/s]" not in executed and "IProgress not found" not in executed  # no progress-bar streams kept
 
 
+def test_every_notebook_of_a_run_reads_the_runs_saved_config(runs):
+    import nbformat
+
+    for path in sorted((runs / "a" / "notebooks").glob("*.ipynb")):
+        injected = next(c for c in nbformat.read(path, as_version=4).cells
+                        if "injected-parameters" in c.metadata.get("tags", []))
+        assert f'config = "{runs / "a" / "config.yaml"}"' in injected.source, path.name
+
+
 def _model_dir(out: Path, name: str) -> Path:
     return out / "teacher" if name == "teacher" else out / "students" / name
 

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
-from ..config import Config
+from ..config import Config, EmbeddingMode, EmbeddingType
 
 
 def study_path(cfg: Config) -> Path:
@@ -202,7 +203,6 @@ def explore_bert_student(cfg: Config, transfer, dsd, n_trials: Optional[int] = N
             bc, num_layers=layers, hidden_size=hidden, num_heads=sizes[hidden][0], intermediate_size=sizes[hidden][1],
             learning_rate=trial.suggest_float("learning_rate", 1e-4, 2e-3, log=True),
             epochs=epochs, warmup_epochs=bc.warmup_epochs * epochs / bc.epochs)
-        tbc.validate()
         name = f"bert_student-{space}-trial-{trial.number:03d}"
         res = distill_bert_student(dataclasses.replace(cfg, bert_student=tbc), transfer, dsd,
                                    name=f"../optuna/{name}", method=tbc.method)
@@ -244,7 +244,7 @@ EMBEDDINGS = ("word2vec", "teacher_wordpiece")
 """Embedding types of the thesis' BiLSTM exploration: word-level word2vec vectors (trained with
 gensim on the transfer set unless ``bilstm.word2vec.path`` names a file) and the teacher's
 WordPiece embeddings."""
-EMBEDDING_MODES = ("static", "non-static", "multichannel")
+EMBEDDING_MODES: tuple[str, ...] = typing.get_args(EmbeddingMode)
 """Kim (2014), §2.1: frozen, fine-tuned, and both (a frozen and a fine-tuned copy)."""
 
 
@@ -274,7 +274,7 @@ def explore_embeddings(cfg: Config, transfer, dsd, embeddings: Sequence[str] = E
     from ..errors import ConfigError
     from ..training.bilstm import distill_bilstm
 
-    bad = [e for e in embeddings if e not in ("word2vec", "teacher_wordpiece", "random")] + \
+    bad = [e for e in embeddings if e not in typing.get_args(EmbeddingType)] + \
           [m for m in modes if m not in EMBEDDING_MODES]
     if bad:
         raise ConfigError(f"key 'analysis.explore_embeddings': unknown embedding type(s) or mode(s) {bad}.")

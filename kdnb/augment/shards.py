@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 import datasets
 
-from ..config import Config
+from ..config import Config, TransferSet
 from ..data import subsample
 from ..errors import StageInputError
 from ..utils import atomic_path, read_json, write_json
 
 METHODS = ("rules", "gpt2")
-TRANSFER_SETS = ("none", "rules", "gpt2", "rules+gpt2")
+TRANSFER_SETS: tuple[str, ...] = typing.get_args(TransferSet)
 
 
 # ---------------------------------------------------------------------------------------------

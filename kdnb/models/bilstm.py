@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import typing
 from typing import Optional
 
 import datasets
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from ..config import BiLSTMConfig
+from ..config import BiLSTMConfig, EmbeddingMode
 
 
 class BiLSTMStudent(nn.Module):
@@ -56,8 +57,9 @@ class BiLSTMStudent(nn.Module):
         padding_idx: int = 0,
     ):
         super().__init__()
-        if embedding_mode not in ("static", "non-static", "multichannel"):
-            raise ValueError(f"embedding_mode must be static, non-static or multichannel, got {embedding_mode!r}")
+        if embedding_mode not in typing.get_args(EmbeddingMode):
+            raise ValueError(f"embedding_mode must be one of {', '.join(typing.get_args(EmbeddingMode))}, "
+                             f"got {embedding_mode!r}")
         if embedding_weights is not None and tuple(embedding_weights.shape) != (vocab_size, embedding_dim):
             raise ValueError(
                 f"embedding_weights has shape {tuple(embedding_weights.shape)}, expected {(vocab_size, embedding_dim)}"

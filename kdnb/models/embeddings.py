@@ -39,7 +39,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 import torch
 
-from ..config import BiLSTMConfig, Config
+from ..config import Config, Word2VecConfig
 from ..errors import ConfigError
 from ..utils import atomic_path, read_json, write_json
 
@@ -274,7 +274,7 @@ def word2vec_embeddings(cfg: Config, transfer_set, force: bool = False) -> Word2
 
     from ..data import content_hash
 
-    wc: BiLSTMConfig.Word2Vec = cfg.bilstm.word2vec
+    wc: Word2VecConfig = cfg.bilstm.word2vec
     out = word2vec_dir(cfg)
     src = None
     if wc.path is not None:
