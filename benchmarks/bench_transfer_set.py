@@ -64,8 +64,8 @@ def main(argv=None) -> int:
     from kdnb import augment as A
     from kdnb.config import load_config
     from kdnb.data import load_task
-    from kdnb.training.teacher import compute_teacher_logits
     from kdnb.models.teacher import resolve_model_path
+    from kdnb.training.teacher import compute_teacher_logits
     from kdnb.utils import Timer, write_json
 
     datasets.disable_progress_bars()

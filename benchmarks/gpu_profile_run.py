@@ -146,10 +146,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     import transformers
 
     from kdnb import augment as A
-    from kdnb.training.bert_student import distill_bert_student
     from kdnb.config import load_config
     from kdnb.data import load_task, task_spec
     from kdnb.pipeline import parse_overrides
+    from kdnb.training.bert_student import distill_bert_student
     from kdnb.training.bilstm import distill_bilstm
     from kdnb.training.teacher import fine_tune_teacher
     from kdnb.utils import atomic_path, write_json

@@ -103,14 +103,14 @@ def main(argv=None) -> int:
     from torch.utils.data import DataLoader
     from transformers import AutoTokenizer
 
-    from kdnb.models.bert_student import BertStudent
-    from kdnb.models.bert_inputs import BertCollate, pretokenise
     from kdnb.config import load_config
     from kdnb.data import load_task
-    from kdnb.training.fit import tensor_learning_rates
-    from kdnb.training.losses import logit_loss
+    from kdnb.models.bert_inputs import BertCollate, pretokenise
+    from kdnb.models.bert_student import BertStudent
     from kdnb.models.bilstm import BiLSTMStudent, WordPieceCollate
     from kdnb.models.teacher import resolve_model_path
+    from kdnb.training.fit import tensor_learning_rates
+    from kdnb.training.losses import logit_loss
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

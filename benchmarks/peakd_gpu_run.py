@@ -51,8 +51,8 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
-
     from gpu_profile_run import fp32_teacher
+
     from kdnb import augment as A
     from kdnb.config import load_config
     from kdnb.data import load_task

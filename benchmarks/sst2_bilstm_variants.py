@@ -46,8 +46,8 @@ def prep() -> None:
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from kdnb.training.teacher import compute_teacher_logits
     from kdnb.models.teacher import teacher_dir
+    from kdnb.training.teacher import compute_teacher_logits
 
     cfg = load_config("sst2", "cpu")
     out = Path("outputs/gpu_sst2")

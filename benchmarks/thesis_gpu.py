@@ -240,9 +240,9 @@ def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from kdnb import augment as A
     from kdnb.config import load_config
     from kdnb.data import load_task
+    from kdnb.models.teacher import resolve_model_path
     from kdnb.training.bilstm import distill_bilstm
     from kdnb.training.teacher import compute_teacher_logits, fine_tune_teacher
-    from kdnb.models.teacher import resolve_model_path
     from kdnb.utils import atomic_path, write_json
 
     datasets.disable_progress_bars()
@@ -401,8 +401,8 @@ def _run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     # 5. BERT student: kdnb.training.bert_student.distill_bert_student, two epochs, the second scaled to 60
     def bert_stage() -> None:
-        from kdnb.training.bert_student import distill_bert_student, student_dir
         from kdnb.models.bert_inputs import pretokenise
+        from kdnb.training.bert_student import distill_bert_student, student_dir
 
         transfer = state["transfer"]
         bover = {**state["tover"], "bert_student.epochs": 2, "bert_student.warmup_epochs": 1,
