@@ -20,20 +20,20 @@ import datasets
 import numpy as np
 import pandas as pd
 
+from . import store
 from .augment import load_transfer_set, training_sentences
 from .augment.shards import column
 from .config import Config
 from .data import task_spec
 from .errors import ConfigError
+from .store import RunResult
 from .training.bert_student import (
-    BertStudentResult,
     distill_bert_student,
     method_label,
     teacher_fidelity,
 )
-from .training.peakd import PeaKDResult, distill_peakd, teacher_states
-from .training.runs import StudentResult
-from .utils import Timer, read_json
+from .training.peakd import distill_peakd, teacher_states
+from .utils import Timer
 
 
 # ---------------------------------------------------------------------------------------------
@@ -54,7 +54,7 @@ def augmentation_ablation(cfg: Config, dsd: datasets.DatasetDict, done: Optional
 
     Students are ``kdnb.training.bilstm.distill_bilstm(..., name=f"bilstm_{set}")`` (``+`` becomes
     ``_``) with ``bilstm.epochs`` set by :func:`ablation_epochs`. ``done`` maps a set name to
-    a :class:`~kdnb.training.runs.StudentResult` already trained on it with the same epochs (the
+    a :class:`~kdnb.store.RunResult` already trained on it with the same epochs (the
     main student of notebook 04), which is then reused instead of retrained. Writes
     ``<out>/augmentation_ablation.csv`` (:func:`kdnb.report.save_table`).
 
@@ -169,8 +169,8 @@ def plot_transfer_size(table: pd.DataFrame, task: str, teacher_dev: float, metri
 # The KD-loss ablation: one BERT student per method
 # ---------------------------------------------------------------------------------------------
 def kd_ablation(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets.DatasetDict,
-                done: Optional[BertStudentResult] = None, force: bool = False,
-                bilstm: Optional[StudentResult] = None) -> pd.DataFrame:
+                done: Optional[RunResult] = None, force: bool = False,
+                bilstm: Optional[RunResult] = None) -> pd.DataFrame:
     """Train one BERT student per method of ``kd_ablation.methods`` and tabulate them.
 
     Every student has the sizes, optimiser, epochs and transfer set of ``bert_student``, so the
@@ -194,13 +194,12 @@ def kd_ablation(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets.Datas
         ValueError, ConfigError, StageInputError: as :func:`distill_bert_student`.
     """
     from . import report
-    from .models.teacher import teacher_dir
 
     bc = cfg.bert_student
     label = task_spec(cfg.task).metric_label
-    teacher_dev = (read_json(teacher_dir(cfg) / "result.json") or {}).get("dev_score")
+    teacher_dev = store.record(cfg).get("dev_score")
 
-    def row(student: str, method: str, objective: str, res: StudentResult, non_embedding, seconds: float) -> dict:
+    def row(student: str, method: str, objective: str, res: RunResult, non_embedding, seconds: float) -> dict:
         fid = teacher_fidelity(cfg, res.name)
         return {"student": student, "method": method, "objective": objective,
                 "parameters (M)": round(res.n_params / 1e6, 2),
@@ -236,11 +235,11 @@ def kd_ablation(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets.Datas
 @dataclass
 class PeaKDComparison:
     """What :func:`peakd_comparison` returns: ``table`` (one row per student, seeds averaged),
-    ``runs`` (one :class:`PeaKDResult` per student and seed), the teacher's dev score and the
+    ``runs`` (one :class:`~kdnb.store.RunResult` per student and seed), the teacher's dev score and the
     seconds spent on the teacher's states."""
 
     table: pd.DataFrame
-    runs: list[PeaKDResult]
+    runs: list[RunResult]
     teacher_dev: float
     teacher_seconds: float
 
@@ -264,7 +263,6 @@ def peakd_comparison(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets.
         StageInputError: no fine-tuned teacher; ConfigError: a depth deeper than the teacher.
     """
 
-    from .models.teacher import teacher_dir
 
     pc = cfg.peakd
     seeds = list(pc.seeds) or [cfg.seed]
@@ -276,7 +274,7 @@ def peakd_comparison(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets.
     runs = [distill_peakd(cfg, transfer_set, dsd, k=k, sps="sps" in v, ptp="ptp" in v, seed=s, states=states,
                           force=force)
             for k in pc.layers for v in pc.variants for s in seeds]
-    teacher_dev = (read_json(teacher_dir(cfg) / "result.json") or {}).get("dev_score")
+    teacher_dev = store.record(cfg).get("dev_score")
     metric = task_spec(cfg.task).metric_label
     rows = []
     for k in pc.layers:

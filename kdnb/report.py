@@ -156,6 +156,15 @@ def record_model(cfg: Config, name: str, *, n_params: int, dev: float, test: Opt
     return m
 
 
+def record_run(cfg: Config, name: str, result: Any, *, stage: str, seed_runs: Any = None, **extra: Any) -> dict:
+    """Record a run of the store (:class:`kdnb.store.RunResult`) in ``metrics.json``: its training
+    time as ``stage`` (when it was reused, the time of the run that trained it stays, or is taken
+    from its record) and its scores as model ``name`` (:func:`record_model`)."""
+    record_stage(cfg, stage, result.seconds, reused=result.reused)
+    return record_model(cfg, name, n_params=result.n_params, dev=result.dev_score, test=result.test_score,
+                        result=result, seed_runs=seed_runs, **extra)
+
+
 def retention_text(dev: float, teacher_dev: Optional[float]) -> str:
     """``"retention 54.2 %"`` (student dev / teacher dev), or why there is none (a teacher dev
     score of 0, e.g. MCC 0 for a one-class teacher)."""

@@ -43,10 +43,7 @@ print(f"teacher: {cfg.teacher.model_name_or_path}")
 
 # %%
 result = fine_tune_teacher(cfg, dsd, force=force)
-if not result.reused:
-    report.record_stage(cfg, "teacher_fine_tuning", result.seconds)
-report.record_model(cfg, "teacher", n_params=result.n_params, dev=result.dev_score, test=result.test_score,
-                    result=result, model=cfg.teacher.model_name_or_path)
+report.record_run(cfg, "teacher", result, stage="teacher_fine_tuning", model=cfg.teacher.model_name_or_path)
 print(f"reused saved teacher: {result.reused}")
 
 # %%

@@ -49,11 +49,9 @@ teacher_dev = report.load_metrics(cfg)["models"]["teacher"]["dev"]
 if cfg.bilstm.enabled:
     bilstm_seeds = distill_seeds(cfg, distill_bilstm, transfer, dsd, name="bilstm", force=force)
     bilstm = bilstm_seeds.main
-    if not bilstm.reused:
-        report.record_stage(cfg, "bilstm_training", bilstm.seconds)
-    report.record_model(cfg, "bilstm", n_params=bilstm.n_params, dev=bilstm.dev_score, test=bilstm.test_score,
-                        result=bilstm, seed_runs=bilstm_seeds, model="BiLSTM (Tang et al. 2019)",
-                        loss=cfg.bilstm.loss, transfer_set=cfg.augment.transfer_set, transfer_rows=len(transfer))
+    report.record_run(cfg, "bilstm", bilstm, stage="bilstm_training", seed_runs=bilstm_seeds,
+                      model="BiLSTM (Tang et al. 2019)",
+                      loss=cfg.bilstm.loss, transfer_set=cfg.augment.transfer_set, transfer_rows=len(transfer))
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -125,13 +123,11 @@ if cfg.bert_student.enabled:
     bert_seeds = distill_seeds(cfg, distill_bert_student, transfer, dsd, name="bert_student", method=bc.method,
                                force=force)
     bert = bert_seeds.main
-    if not bert.reused:
-        report.record_stage(cfg, "bert_student_training", bert.seconds)
-    report.record_model(cfg, "bert_student", n_params=bert.n_params, dev=bert.dev_score, test=bert.test_score,
-                        result=bert, seed_runs=bert_seeds,
-                        model=f"BERT student L={bc.num_layers} H={bc.hidden_size} (Sučík 2020), init {bc.init}",
-                        loss=f"{bc.method or bc.loss} at T={bc.temperature:g}", n_params_non_embedding=bert.n_params_non_embedding,
-                        transfer_set=cfg.augment.transfer_set, transfer_rows=len(transfer))
+    report.record_run(cfg, "bert_student", bert, stage="bert_student_training", seed_runs=bert_seeds,
+                      model=f"BERT student L={bc.num_layers} H={bc.hidden_size} (Sučík 2020), init {bc.init}",
+                      loss=f"{bc.method or bc.loss} at T={bc.temperature:g}",
+                      n_params_non_embedding=bert.n_params_non_embedding,
+                      transfer_set=cfg.augment.transfer_set, transfer_rows=len(transfer))
 
 # %%
 # NBVAL_CHECK_OUTPUT

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from kdnb import store
 from kdnb.analysis import bench
 from kdnb.config import load_config
 from kdnb.models import common
@@ -81,6 +82,9 @@ def test_efficiency_table_end_to_end(tmp_path, monkeypatch, capsys):
     student = BiLSTMStudent(len(tok), 32, 2, 16, 16)
     (cfg.out / "students" / "bilstm").mkdir(parents=True)
     torch.save(student.state_dict(), cfg.out / "students" / "bilstm" / "model.pt")
+    store.Run("bilstm", "bilstm", cfg.out / "students" / "bilstm", "k").finish({"model": "BiLSTM"})  # its manifest
+    (cfg.out / "students" / "peakd-1L-kd-s42").mkdir()  # a folder without a manifest is not guessed at
+    torch.save(student.state_dict(), cfg.out / "students" / "peakd-1L-kd-s42" / "model.pt")
     threads_before = torch.get_num_threads()
 
     df = bench.efficiency_table(cfg, threads=1)
@@ -127,13 +131,12 @@ def test_efficiency_table_end_to_end(tmp_path, monkeypatch, capsys):
 
 
 def test_the_trained_bert_student_is_benchmarked_and_quantised(tmp_path):
-    """Notebook 04's BERT student (kdnb.training.bert_student: model.pt + result.json sizes) enters the
-    efficiency table as itself, scored, with an int8 copy — not the random thesis-size stand-in."""
+    """Notebook 04's BERT student (kdnb.training.bert_student: model.pt + result.json sizes, a run of the
+    store) enters the efficiency table as itself, scored, with an int8 copy — not the random thesis-size stand-in."""
     from transformers import AutoModelForSequenceClassification
 
     from kdnb.models.bert_student import build_bert_student
     from kdnb.models.teacher import resolve_model_path
-    from kdnb.utils import write_json
 
     cfg = load_config("cola", "smoke", overrides={"output_dir": str(tmp_path / "out")})
     teacher = AutoModelForSequenceClassification.from_pretrained(resolve_model_path(cfg.teacher.model_name_or_path),
@@ -145,7 +148,7 @@ def test_the_trained_bert_student_is_benchmarked_and_quantised(tmp_path):
     sdir = cfg.out / "students" / "bert_student"
     sdir.mkdir(parents=True)
     torch.save(student.state_dict(), sdir / "model.pt")
-    write_json(sdir / "result.json", {"sizes": {k: getattr(bc, k) for k in (
+    store.Run("bert_student", "bert_student", sdir, "k").finish({"sizes": {k: getattr(bc, k) for k in (
         "num_layers", "hidden_size", "intermediate_size", "num_heads")}})
     models = bench.collect_models(cfg, tok, 2, bert_large_too=False, quantised=True)
     names = [m.name for m in models]

@@ -223,9 +223,10 @@ def test_distill_bert_student_writes_and_reuses(tmp_path, tokenizer, dsd, one_th
 def test_kd_ablation_runs_every_method_and_writes_the_table(tmp_path, tokenizer, dsd, one_thread):
     cfg, transfer, small = _setup(tmp_path, tokenizer, dsd, **{"kd_ablation.aguilar_schedule": "progressive"})
     main = BT.distill_bert_student(cfg, transfer, small)
-    from kdnb.training.runs import StudentResult
+    from kdnb.store import RunResult
 
-    bilstm = StudentResult("bilstm", pd.DataFrame(), 0.1, None, 1_000_000, 12.0, True)
+    bilstm = RunResult("bilstm", "bilstm", tmp_path, {"dev_score": 0.1, "test_score": None, "n_params": 1_000_000,
+                                                      "seconds": 12.0}, pd.DataFrame(), True)
     table = experiments.kd_ablation(cfg, transfer, small, done=main, bilstm=bilstm)
     # the BiLSTM's row first, with its own loss (bilstm.loss: mse_sum, Tang et al. 2019 eq. 2)
     assert list(table["method"]) == ["mse_sum", "mse", "kl", "alpha_mix", "pkd", "aguilar", "noisy", "ta"]

@@ -49,6 +49,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .. import store
 from ..config import Config
 from ..data import load_task, score
 from ..models.common import count_parameters
@@ -169,25 +170,23 @@ def collect_models(cfg: Config, tokenizer, num_labels: int, *, bert_large_too: b
     layers = teacher.config.num_hidden_layers
     out[-1].name = f"teacher ({layers} layers, {cfg.teacher.model_name_or_path.split(':')[-1]})"
     students: list[BenchModel] = []
-    for sdir in sorted((cfg.out / "students").glob("*")):
-        sizes = (read_json(sdir / "result.json") or {}).get("sizes")
-        if sdir.name == "bert_student" and sizes and (sdir / "model.pt").is_file():
+    for run in store.runs(cfg, "students"):  # the kind each student's manifest names (kdnb.store)
+        sdir, name = cfg.out / "students" / run["name"], run["name"]
+        if run["kind"] == "bert_student" and name == "bert_student":
             # notebook 04's BERT student (kdnb.training.bert_student); the KD-ablation students share its size
             from ..training.bert_student import load_bert_student
 
-            m = load_bert_student(cfg, sdir.name, teacher)
+            sizes = store.record(cfg, name).get("sizes") or {}
+            m = load_bert_student(cfg, name, teacher)
             label = f"BERT student (L={sizes.get('num_layers')}, H={sizes.get('hidden_size')})"
             students.append(BenchModel(label, m, "bert", "trained", scored=True))
-        elif (sdir / "model" / "config.json").is_file():
-            m = AutoModelForSequenceClassification.from_pretrained(sdir / "model").eval()
-            students.append(BenchModel(f"BERT student ({sdir.name})", m, "bert", "trained", scored=True))
-        elif (sdir / "model.pt").is_file() and not (sdir / "tokenizer").is_dir():
+        elif run["kind"] == "bilstm" and not (sdir / "tokenizer").is_dir():
             # (a BiLSTM with its own tokenizer/ reads word2vec words, not the WordPieces timed here)
             try:
                 m = load_bilstm(sdir / "model.pt")
             except (KeyError, RuntimeError):
-                continue  # not a BiLSTM state dict
-            label = "BiLSTM" if sdir.name == "bilstm" else f"BiLSTM ({sdir.name})"
+                continue  # the siamese BiLSTM of a sentence-pair task: another input
+            label = "BiLSTM" if name == "bilstm" else f"BiLSTM ({name})"
             students.append(BenchModel(label, m, "bilstm", "trained", scored=True))
     if not any(s.kind == "bert" for s in students):
         students.append(BenchModel("BERT student (thesis size, 5 layers)",

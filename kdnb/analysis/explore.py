@@ -68,7 +68,7 @@ def explore_bilstm(cfg: Config, transfer, dsd, n_trials: Optional[int] = None, t
             hidden_size=max(1, round(300 * width)), fc_size=max(1, round(400 * width)),
             epochs=cfg.analysis.optuna_epochs)
         tcfg = dataclasses.replace(cfg, bilstm=bc)
-        res = distill_bilstm(tcfg, transfer, dsd, name=f"../optuna/trial-{trial.number:03d}")
+        res = distill_bilstm(tcfg, transfer, dsd, name=f"trial-{trial.number:03d}", group="optuna")
         return _finish_trial(trial, res, cfg.out / "optuna" / f"trial-{trial.number:03d}")
 
     return _optimize(study, objective, n_trials, timeout_s)
@@ -80,8 +80,8 @@ def _finish_trial(trial, res, trial_dir: Path) -> float:
     (trial_dir / "model.pt").unlink(missing_ok=True)
     trial.set_user_attr("final_dev", res.dev_score)
     trial.set_user_attr("n_params", res.n_params)
-    if getattr(res, "n_params_non_embedding", None) is not None:
-        trial.set_user_attr("n_params_non_embedding", res.n_params_non_embedding)
+    if res.record.get("n_params_non_embedding") is not None:
+        trial.set_user_attr("n_params_non_embedding", res.record["n_params_non_embedding"])
     trial.set_user_attr("seconds", res.seconds)
     return float(res.curve["dev_score"].max())
 
@@ -146,9 +146,10 @@ def explore_bert_student(cfg: Config, transfer, dsd, n_trials: Optional[int] = N
 
     Each trial distils for ``analysis.optuna_epochs`` epochs (the warm-up scaled to keep its
     share ``bert_student.warmup_epochs / bert_student.epochs`` of the steps) and is scored by
-    its best dev score over the evaluations. A trial is trained as student
-    ``../optuna/bert_student-<space>-trial-NNN``, so under ``<out>/optuna/`` beside the
-    BiLSTM's trials, not among the students; its ``model.pt`` is deleted after scoring.
+    its best dev score over the evaluations. A trial is trained as run
+    ``bert_student-<space>-trial-NNN`` of group ``optuna`` (:func:`kdnb.store.run_dir`), so under
+    ``<out>/optuna/`` beside the BiLSTM's trials, not among the students; its ``model.pt`` is
+    deleted after scoring.
 
     Args:
         transfer: the transfer set (rows with ``sentence``, ``teacher_logits`` ``(C,)``).
@@ -205,7 +206,7 @@ def explore_bert_student(cfg: Config, transfer, dsd, n_trials: Optional[int] = N
             epochs=epochs, warmup_epochs=bc.warmup_epochs * epochs / bc.epochs)
         name = f"bert_student-{space}-trial-{trial.number:03d}"
         res = distill_bert_student(dataclasses.replace(cfg, bert_student=tbc), transfer, dsd,
-                                   name=f"../optuna/{name}", method=tbc.method)
+                                   name=name, method=tbc.method, group="optuna")
         return _finish_trial(trial, res, cfg.out / "optuna" / name)
 
     return _optimize(study, objective, n_trials, timeout_s)
@@ -284,7 +285,7 @@ def explore_embeddings(cfg: Config, transfer, dsd, embeddings: Sequence[str] = E
             bc = dataclasses.replace(cfg.bilstm, embedding=emb, embedding_mode=mode,
                                      epochs=cfg.analysis.optuna_epochs if epochs is None else epochs)
             res = distill_bilstm(dataclasses.replace(cfg, bilstm=bc), transfer, dsd,
-                                 name=f"../explore/embeddings-{emb}-{mode}")
+                                 name=f"embeddings-{emb}-{mode}", group="explore")
             rows.append({"embedding": emb, "mode": mode, "best dev": float(res.curve["dev_score"].max()),
                          "final dev": res.dev_last if res.dev_last is not None else res.dev_score,
                          "parameters": int(res.n_params), "parameters (M)": round(res.n_params / 1e6, 2),

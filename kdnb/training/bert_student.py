@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
+from .. import store
 from ..config import Config
 from ..data import score
 from ..errors import ConfigError
@@ -25,6 +25,7 @@ from ..models.bert_inputs import BertCollate, pretokenise
 from ..models.bert_inputs import logits as bert_logits
 from ..models.bert_student import BertStudent, DistillationModel, build_bert_student
 from ..models.common import count_parameters, layer_map
+from ..store import Run, RunResult, run_dir
 from ..utils import atomic_path, get_logger, read_json, set_seed, write_json
 from . import losses
 from .fit import (
@@ -34,7 +35,6 @@ from .fit import (
     selection_record,
     tensor_learning_rates,
 )
-from .runs import StudentResult
 
 METHODS: dict[Optional[str], str] = {
     None: "BERT student loss (bert_student.loss)",
@@ -166,30 +166,13 @@ def make_objective(cfg: Config, method: Optional[str], teacher=None, progress: C
 # ---------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------
-@dataclass
-class BertStudentResult(StudentResult):
-    """:class:`kdnb.training.runs.StudentResult` plus the BERT student's details.
-
-    Attributes:
-        method: the KD method (``None``: ``bert_student.loss``).
-        n_params_non_embedding: encoder + pooler + classifier (the thesis' count).
-        assistant_seconds: training time of the teacher assistant (``ta``; else 0).
-    """
-
-    method: Optional[str] = None
-    n_params_non_embedding: int = 0
-    assistant_seconds: float = 0.0
-
-
-def student_dir(cfg: Config, name: str) -> Path:
-    """``<out>/students/<name>``."""
-    return cfg.out / "students" / name
+def student_dir(cfg: Config, name: str, group: str = "students") -> Path:
+    """``<out>/<group>/<name>`` (:func:`kdnb.store.run_dir`)."""
+    return run_dir(cfg, name, group)
 
 
 def _key(cfg: Config, method: Optional[str], transfer_fp: str, extra: str = "") -> str:
-    from ..models.teacher import teacher_dir
-
-    teacher_key = (read_json(teacher_dir(cfg) / "result.json") or {}).get("config_hash")
+    teacher_key = store.record(cfg).get("config_hash")
     blob = json.dumps({"seed": cfg.seed, "bert_student": dataclasses.asdict(cfg.bert_student), "method": method,
                        "params": method_params(cfg, method), "teacher": teacher_key, "transfer": transfer_fp,
                        "extra": extra}, sort_keys=True, default=str)
@@ -203,7 +186,8 @@ def distill_bert_student(
     name: str = "bert_student",
     method: Optional[str] = None,
     force: bool = False,
-) -> BertStudentResult:
+    group: str = "students",
+) -> RunResult:
     """Distil the teacher into a :class:`BertStudent` on ``transfer_set`` with a KD ``method``.
 
     The student has the sizes of ``bert_student``; the objective is :func:`make_objective`
@@ -216,7 +200,7 @@ def distill_bert_student(
 
     Writes ``model.pt`` (the student's ``state_dict``), ``learning_curve.csv``,
     ``dev_predictions.csv`` (``test_predictions.csv`` for labelled test sets) and
-    ``result.json`` under ``<out>/students/<name>/``; a finished run with the same parameters,
+    ``result.json`` under ``<out>/<group>/<name>/``; a finished run with the same parameters,
     teacher and transfer set is reused (``force`` redoes it).
 
     Args:
@@ -225,7 +209,9 @@ def distill_bert_student(
         dsd: the task's splits (``dev`` is scored).
 
     Returns:
-        :class:`BertStudentResult` (scores are fractions).
+        the run (:class:`kdnb.store.RunResult`, kind ``bert_student``; scores are fractions), whose
+        record adds ``method``, ``n_params_non_embedding`` (encoder + pooler + classifier, the
+        thesis' count), ``sizes`` and ``assistant_seconds`` (``ta``: the assistant's training time).
 
     Raises:
         ValueError: unknown method.
@@ -238,21 +224,18 @@ def distill_bert_student(
     if method == "ta":
         assistant, transfer_set = teacher_assistant(cfg, transfer_set, dsd, name, force)
         extra, assistant_seconds = f"assistant {assistant.name}", assistant.seconds
-    key = _key(cfg, method, transfer_set._fingerprint, extra)
-    sdir = student_dir(cfg, name)
-    saved = read_json(sdir / "result.json")
-    if saved and saved.get("config_hash") == key and not force and (sdir / "model.pt").is_file():
-        return _result_from_disk(name, sdir, saved, reused=True)
-    return _train(cfg, transfer_set, dsd, name, method, key, assistant_seconds)
+    run = Run("bert_student", name, student_dir(cfg, name, group), _key(cfg, method, transfer_set._fingerprint, extra))
+    if saved := run.saved(force):
+        return saved
+    return _train(cfg, transfer_set, dsd, run, method, assistant_seconds)
 
 
-def _train(cfg: Config, transfer_set, dsd, name: str, method: Optional[str], key: str,
-           assistant_seconds: float) -> BertStudentResult:
+def _train(cfg: Config, transfer_set, dsd, run: Run, method: Optional[str], assistant_seconds: float) -> RunResult:
     from ..models.teacher import load_teacher
     from .teacher import write_csv, write_predictions
 
     bc = cfg.bert_student
-    sdir = student_dir(cfg, name)
+    name, sdir, key = run.name, run.dir, run.key
     set_seed(cfg.seed)
     teacher, tokenizer = load_teacher(cfg)
     num_labels = teacher.config.num_labels
@@ -314,8 +297,7 @@ def _train(cfg: Config, transfer_set, dsd, name: str, method: Optional[str], key
         test_logits = predict_logits(student, dsd["test"], collate, bc.eval_batch_size, bert_logits, accelerator).numpy()
         write_predictions(dsd["test"], test_logits, sdir / "test_predictions.csv")
         test_score = score(cfg.task, dsd["test"]["label"], test_logits.argmax(-1))
-    res = {
-        "config_hash": key,
+    return run.finish({
         "model": (f"BERT student (Sučík 2020) L={bc.num_layers} H={bc.hidden_size} I={bc.intermediate_size} "
                   f"A={bc.num_heads}, init {bc.init}"),
         "method": method,
@@ -331,18 +313,7 @@ def _train(cfg: Config, transfer_set, dsd, name: str, method: Optional[str], key
         "assistant_seconds": assistant_seconds,
         "transfer_set_size": len(transfer_set),
         **selection_record(fr),
-    }
-    write_json(sdir / "result.json", res)
-    return _result_from_disk(name, sdir, res, reused=False)
-
-
-def _result_from_disk(name: str, sdir: Path, res: dict, reused: bool) -> BertStudentResult:
-    return BertStudentResult(
-        name=name, curve=pd.read_csv(sdir / "learning_curve.csv"), dev_score=res["dev_score"],
-        test_score=res["test_score"], n_params=res["n_params"], seconds=res["seconds"], reused=reused,
-        method=res.get("method"), n_params_non_embedding=res.get("n_params_non_embedding", 0),
-        assistant_seconds=res.get("assistant_seconds", 0.0), epoch_seconds=res.get("epoch_seconds"),
-        dev_last=res.get("dev_last"), best_epoch=res.get("best_epoch"))
+    })
 
 
 def load_bert_student(cfg: Config, name: str, teacher=None) -> BertStudent:
@@ -370,7 +341,7 @@ def load_bert_student(cfg: Config, name: str, teacher=None) -> BertStudent:
 
 
 def teacher_assistant(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets.DatasetDict, name: str,
-                      force: bool = False) -> tuple[BertStudentResult, datasets.Dataset]:
+                      force: bool = False) -> tuple[RunResult, datasets.Dataset]:
     """Teacher assistant (Mirzadeh et al. 2020, "Improved knowledge distillation via teacher
     assistant", §3): a BERT student of intermediate size (``kd_ablation.ta_*``) distilled from
     the teacher first (with ``bert_student.loss``), whose logits then replace the teacher's as
@@ -388,8 +359,7 @@ def teacher_assistant(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets
         num_heads=a.ta_num_heads))
     ta_name = f"{name}_assistant"
     ta = distill_bert_student(ta_cfg, transfer_set, dsd, name=ta_name, method=None, force=force)
-    sdir = student_dir(cfg, ta_name)
-    ta_key = read_json(sdir / "result.json")["config_hash"]
+    sdir, ta_key = ta.dir, ta.record["config_hash"]
     meta = {"assistant": ta_key, "transfer": transfer_set._fingerprint, "rows": len(transfer_set)}
     cache, cache_meta = sdir / "transfer_logits.npy", sdir / "transfer_logits.json"
     if cache.is_file() and read_json(cache_meta) == meta and not force:

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import datasets
 import numpy as np
 import pandas as pd
 import torch
 
+from .. import store
 from ..config import Config
 from ..data import score, task_spec
 from ..models.bilstm import (
@@ -20,10 +19,10 @@ from ..models.bilstm import (
     vocabulary_ids,
 )
 from ..models.common import count_parameters
-from ..utils import atomic_path, get_logger, read_json, set_seed, write_json
+from ..store import Run, RunResult, run_dir
+from ..utils import atomic_path, get_logger, set_seed
 from .fit import fit, make_accelerator, predict_logits, selection_record
 from .losses import logit_loss
-from .runs import StudentResult
 from .teacher import write_csv, write_predictions
 
 
@@ -39,27 +38,28 @@ def distill_bilstm(
     dsd: datasets.DatasetDict,
     name: str = "bilstm",
     force: bool = False,
-) -> StudentResult:
+    group: str = "students",
+) -> RunResult:
     """Distil the teacher into a BiLSTM student on ``transfer_set`` (rows with ``teacher_logits``).
 
     The KD loss is ``bilstm.loss`` on logits (``mse``: Tang et al. 2019 eq. 2); optimiser
     Adadelta (lr ``bilstm.learning_rate``, ρ ``bilstm.rho``), gradient clipping at
     ``bilstm.grad_clip``. Saves ``model.pt``, ``learning_curve.csv``, ``dev_predictions.csv``
-    and ``result.json`` under ``<out>/students/<name>/``; reuses them when the parameters
+    and ``result.json`` under ``<out>/<group>/<name>/`` (:func:`kdnb.store.run_dir`); reuses them when the parameters
     and transfer set match (``force`` redoes), resumes after a kill from the last epoch.
     On a sentence-pair task (``TaskSpec.pair``, e.g. RTE) the student is the
     :class:`SiameseBiLSTMStudent`; with ``bilstm.embedding: word2vec`` it reads words through
     the word tokenizer of :func:`kdnb.models.embeddings.word2vec_embeddings` (saved to ``tokenizer/``).
     """
-    from ..models.teacher import load_teacher, teacher_dir
+    from ..models.teacher import load_teacher
 
     bc = cfg.bilstm
-    sdir = cfg.out / "students" / name
-    teacher_key = (read_json(teacher_dir(cfg) / "result.json") or {}).get("config_hash")
-    key = cfg.section_hash("seed", "bilstm") + f"-{teacher_key}-{transfer_set._fingerprint}"
-    saved = read_json(sdir / "result.json")
-    if saved and saved.get("config_hash") == key and not force:
-        return _student_from_disk(name, sdir, saved, reused=True)
+    teacher_key = store.record(cfg).get("config_hash")
+    run = Run("bilstm", name, run_dir(cfg, name, group),
+              cfg.section_hash("seed", "bilstm") + f"-{teacher_key}-{transfer_set._fingerprint}")
+    if saved := run.saved(force):
+        return saved
+    sdir, key = run.dir, run.key
 
     set_seed(cfg.seed)
     teacher, tokenizer = load_teacher(cfg)
@@ -117,8 +117,7 @@ def distill_bilstm(
         test_logits = predict_logits(model, dsd["test"], collate, 512, _bilstm_forward, accelerator).numpy()
         write_predictions(dsd["test"], test_logits, sdir / "test_predictions.csv")
         test_score = score(cfg.task, dsd["test"]["label"], test_logits.argmax(-1))
-    res = {
-        "config_hash": key,
+    return run.finish({
         "model": f"{'siamese ' if pair else ''}BiLSTM (Tang et al. 2019), {bc.loss} loss",
         "embedding": bc.embedding if w2v is None else {"embedding": "word2vec", **w2v.stats},
         "dev_score": score(cfg.task, dev_labels, dev_logits.argmax(-1)),
@@ -128,13 +127,4 @@ def distill_bilstm(
         "epoch_seconds": fr.epoch_seconds,
         "transfer_set_size": len(transfer_set),
         **selection_record(fr),
-    }
-    write_json(sdir / "result.json", res)
-    return _student_from_disk(name, sdir, res, reused=False)
-
-
-def _student_from_disk(name: str, sdir: Path, res: dict, reused: bool) -> StudentResult:
-    return StudentResult(name=name, curve=pd.read_csv(sdir / "learning_curve.csv"), dev_score=res["dev_score"],
-                         test_score=res["test_score"], n_params=res["n_params"], seconds=res["seconds"],
-                         reused=reused, epoch_seconds=res.get("epoch_seconds"), dev_last=res.get("dev_last"),
-                         best_epoch=res.get("best_epoch"))
+    })

@@ -59,9 +59,7 @@ def soft_cross_entropy(
     Raises:
         ValueError: if shapes differ or ``temperature <= 0``.
     """
-    _same_shape(student_logits, teacher_logits)
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    _same_shape(student_logits, teacher_logits, temperature)
     soft_targets = F.softmax(teacher_logits.float() / temperature, dim=-1)
     log_probs = F.log_softmax(student_logits.float() / temperature, dim=-1)
     return -(soft_targets * log_probs).sum(-1).mean() * temperature**2
@@ -76,9 +74,7 @@ def kl_divergence(
     Raises:
         ValueError: if shapes differ or ``temperature <= 0``.
     """
-    _same_shape(student_logits, teacher_logits)
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    _same_shape(student_logits, teacher_logits, temperature)
     log_p_t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
     log_p_s = F.log_softmax(student_logits.float() / temperature, dim=-1)
     return F.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean") * temperature**2
@@ -89,9 +85,12 @@ def hard_cross_entropy(student_logits: torch.Tensor, labels: torch.Tensor) -> to
     return F.cross_entropy(student_logits, labels)
 
 
-def _same_shape(a: torch.Tensor, b: torch.Tensor) -> None:
+def _same_shape(a: torch.Tensor, b: torch.Tensor, temperature: float = 1.0) -> None:
+    """Raise ValueError unless student and teacher logits have one shape and ``temperature`` > 0."""
     if a.shape != b.shape:
         raise ValueError(f"student logits {tuple(a.shape)} and teacher logits {tuple(b.shape)} differ in shape")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
 
 
 def logit_loss(name: str, temperature: float = 1.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

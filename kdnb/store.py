@@ -1,0 +1,164 @@
+"""The run store: one object per trained model of the study (the teacher, a BiLSTM, a BERT
+student, a Pea-KD student) that owns its folder, its key, reuse and its records.
+
+A stage asks for a :class:`Run` (kind, name, folder, key), returns ``run.saved(force)`` when a
+finished run with the same key is on disk, else trains and returns ``run.finish(record)``.
+Either way the caller gets one :class:`RunResult`: the result record (``result.json``), the
+learning curve (``learning_curve.csv``) and whether it was reused. ``finish`` also writes
+``manifest.json`` naming the run's kind, key and loader, which :mod:`kdnb.analysis.bench` reads
+instead of guessing a model's kind from the files in its folder (a run saved before manifests
+existed gets one when it is next reused).
+
+Folder layout (``<out>`` = :attr:`kdnb.config.Config.out`): the teacher in ``<out>/teacher``,
+students in ``<out>/students/<name>``, the exploration's students in ``<out>/optuna/<name>`` and
+``<out>/explore/<name>`` (:func:`run_dir`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+
+from .config import Config
+from .utils import read_json, write_json
+
+KINDS: dict[str, tuple[str, str]] = {  # the loaders' signatures differ: (cfg), (path), (cfg, name)
+    "teacher": ("model", "kdnb.models.teacher:load_teacher"),
+    "bilstm": ("model.pt", "kdnb.analysis.bench:load_bilstm"),
+    "bert_student": ("model.pt", "kdnb.training.bert_student:load_bert_student"),
+    "peakd": ("model.pt", "kdnb.training.peakd:load_student"),
+}
+"""``kind → (the artefact a finished run has, the loader: "module:function")``."""
+
+GROUPS = ("students", "optuna", "explore")
+"""The folders under ``<out>`` that hold students: the study's, the optuna trials', the grid's."""
+
+# record keys older result.json files may lack, and what they mean then
+_DEFAULTS = {"dev_last": None, "best_epoch": None, "epoch_seconds": None, "method": None,
+             "n_params_non_embedding": 0, "assistant_seconds": 0.0, "ptp_counts": None, "ptp_epochs": None}
+
+
+def run_dir(cfg: Config, name: str, group: str = "students") -> Path:
+    """``<out>/teacher`` for the teacher, else ``<out>/<group>/<name>``.
+
+    Raises:
+        ValueError: an unknown ``group`` or a ``name`` that is not one folder name.
+    """
+    if group not in GROUPS:
+        raise ValueError(f"group must be one of {', '.join(GROUPS)}, got {group!r}")
+    if not name or Path(name).name != name or name in (".", ".."):
+        raise ValueError(f"a run's name is one folder name, got {name!r}")
+    return cfg.out / "teacher" if name == "teacher" else cfg.out / group / name
+
+
+@dataclass
+class RunResult:
+    """A finished run: what its ``result.json`` records, its learning curve, where it lives.
+
+    The record's keys read as attributes (``result.dev_score``, ``result.n_params``,
+    ``result.method``...); scores are fractions (MCC, accuracy or micro-F1).
+
+    Attributes:
+        kind: one of :data:`KINDS`.
+        name: the run's folder name (``teacher``, ``bilstm``, ``bert_student-seed43``...).
+        dir: its folder.
+        record: ``result.json``.
+        curve: ``learning_curve.csv`` (one row per evaluation: ``epoch``, ``train_loss``, ``dev_score``...).
+        reused: loaded from disk (True) or trained now.
+    """
+
+    kind: str
+    name: str
+    dir: Path
+    record: dict
+    curve: pd.DataFrame
+    reused: bool
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("__"):
+            raise AttributeError(key)
+        record = self.__dict__.get("record", {})
+        if key in record:
+            return record[key]
+        if key in _DEFAULTS:
+            return _DEFAULTS[key]
+        raise AttributeError(f"{self.kind} run {self.name!r} records no {key!r} (result.json keys: "
+                             f"{', '.join(sorted(record))})")
+
+    @property
+    def model_dir(self) -> Path:
+        """The saved model: ``model/`` (teacher, ``save_pretrained``) or ``model.pt`` (students)."""
+        return self.dir / KINDS[self.kind][0]
+
+
+@dataclass
+class Run:
+    """One trained model in the store, before or after training.
+
+    Attributes:
+        kind: one of :data:`KINDS`.
+        name: folder name.
+        dir: folder (:func:`run_dir`).
+        key: what the run's outputs depend on (its parameters, the upstream runs' keys and the
+            data's fingerprint); a saved run is reused only under the same key, and a killed run
+            resumes only under it (:func:`kdnb.training.fit.fit`'s ``resume_key``).
+    """
+
+    kind: str
+    name: str
+    dir: Path
+    key: str
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+
+    def saved(self, force: bool = False) -> Optional[RunResult]:
+        """The finished run on disk under this key (None: none, another key, or ``force``)."""
+        rec = read_json(self.dir / "result.json")
+        if force or not rec or rec.get("config_hash") != self.key or not (self.dir / KINDS[self.kind][0]).exists():
+            return None
+        if not (self.dir / "manifest.json").is_file():
+            self._write_manifest()
+        return self._result(rec, reused=True)
+
+    def finish(self, record: dict) -> RunResult:
+        """Write ``record`` (with the key as ``config_hash``) as ``result.json`` and the manifest.
+
+        Call it last: the model, curve and predictions must already be in :attr:`dir`.
+        """
+        record = {"config_hash": self.key, **{k: v for k, v in record.items() if k != "config_hash"}}
+        write_json(self.dir / "result.json", record)
+        self._write_manifest()
+        return self._result(record, reused=False)
+
+    def _write_manifest(self) -> None:
+        artefact, loader = KINDS[self.kind]
+        write_json(self.dir / "manifest.json", {"kind": self.kind, "name": self.name, "key": self.key,
+                                                "model": artefact, "loader": loader})
+
+    def _result(self, record: dict, reused: bool) -> RunResult:
+        curve = self.dir / "learning_curve.csv"
+        return RunResult(self.kind, self.name, self.dir, record,
+                         pd.read_csv(curve) if curve.is_file() else pd.DataFrame(), reused)
+
+
+def manifest(path: Path) -> Optional[dict]:
+    """``<path>/manifest.json`` (``kind``, ``name``, ``key``, ``model``, ``loader``), or None."""
+    return read_json(path / "manifest.json")
+
+
+def runs(cfg: Config, group: str = "students", kind: Optional[str] = None) -> list[dict]:
+    """The manifests of the runs in ``<out>/<group>/`` (of ``kind`` only, if given), by name."""
+    root = cfg.out / group
+    found = [manifest(p) for p in sorted(root.glob("*"))] if root.is_dir() else []
+    return [m for m in found if m and (kind is None or m["kind"] == kind)]
+
+
+def record(cfg: Config, name: str = "teacher", group: str = "students") -> dict:
+    """The ``result.json`` of run ``name`` (``{}`` when it has not finished): what later stages read
+    of an earlier run (the teacher's key for theirs, its dev score for retention)."""
+    return read_json(run_dir(cfg, name, group) / "result.json") or {}
