@@ -9,6 +9,11 @@ learning curve (``learning_curve.csv``) and whether it was reused. ``finish`` al
 instead of guessing a model's kind from the files in its folder (a run saved before manifests
 existed gets one when it is next reused).
 
+Computed artefacts that are not models (teacher logits, augmented sets, probing features, word
+vectors, the efficiency table) are saved beside a JSON record of what they were computed from;
+:func:`saved_meta` is the one reuse check of those, :func:`open_dir` the one way a resumable
+computation claims its folder of partial results.
+
 Folder layout (``<out>`` = :attr:`kdnb.config.Config.out`): the teacher in ``<out>/teacher``,
 students in ``<out>/students/<name>``, the exploration's students in ``<out>/optuna/<name>`` and
 ``<out>/explore/<name>`` (:func:`run_dir`).
@@ -16,6 +21,7 @@ students in ``<out>/students/<name>``, the exploration's students in ``<out>/opt
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -162,3 +168,34 @@ def record(cfg: Config, name: str = "teacher", group: str = "students") -> dict:
     """The ``result.json`` of run ``name`` (``{}`` when it has not finished): what later stages read
     of an earlier run (the teacher's key for theirs, its dev score for retention)."""
     return read_json(run_dir(cfg, name, group) / "result.json") or {}
+
+
+def finished(cfg: Config, name: str, kind: str, group: str = "students") -> Optional[RunResult]:
+    """The finished run ``name`` on disk, whatever its key (its record and its model are there),
+    for the stages that read a model another stage trained; None when it is not."""
+    run = Run(kind, name, run_dir(cfg, name, group), key="")
+    rec = read_json(run.dir / "result.json")
+    return run._result(rec, reused=True) if rec and (run.dir / KINDS[kind][0]).exists() else None
+
+
+# ---- computed artefacts ---------------------------------------------------------------------
+
+def saved_meta(artefact: Path, meta_file: Path, meta: Any, force: bool = False,
+               field: Optional[str] = None) -> Optional[dict]:
+    """The record ``meta_file`` of a computed ``artefact`` when the artefact exists and the record
+    (its ``field``, if given) equals ``meta``, what the artefact would be computed from now;
+    None otherwise, or with ``force``."""
+    saved = read_json(meta_file)
+    if force or not saved or not Path(artefact).exists():
+        return None
+    return saved if (saved.get(field) if field else saved) == meta else None
+
+
+def open_dir(root: Path, meta: dict, force: bool = False) -> None:
+    """Claim ``root`` for the partial results of a resumable computation (shards, per-layer
+    features) made from ``meta``: kept if its ``meta.json`` says the same, else (or with
+    ``force``) emptied first; then ``meta.json`` is written."""
+    if root.exists() and (force or read_json(root / "meta.json") != meta):
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    write_json(root / "meta.json", meta)

@@ -74,3 +74,33 @@ def test_run_names_are_one_folder_and_kinds_and_groups_are_known(cfg):
         store.run_dir(cfg, "x", "elsewhere")
     with pytest.raises(ValueError, match="kind must be one of"):
         store.Run("lstm", "x", cfg.out, "k")
+
+
+def test_a_computed_artefact_is_reused_only_with_its_record_and_under_its_meta(tmp_path):
+    from kdnb.utils import write_json
+
+    art, rec = tmp_path / "logits", tmp_path / "logits.json"
+    meta = {"teacher": "k", "rows": 3}
+    assert store.saved_meta(art, rec, meta) is None                   # nothing yet
+    write_json(rec, meta)
+    assert store.saved_meta(art, rec, meta) is None                   # a record without its artefact
+    art.mkdir()
+    assert store.saved_meta(art, rec, meta) == meta
+    assert store.saved_meta(art, rec, {**meta, "rows": 4}) is None    # other rows: recompute
+    assert store.saved_meta(art, rec, meta, force=True) is None
+    write_json(rec, {"key": "k1", "stats": {"n": 1}})
+    assert store.saved_meta(art, rec, "k1", field="key")["stats"] == {"n": 1}
+    assert store.saved_meta(art, rec, "k2", field="key") is None
+
+
+def test_a_resumable_computation_keeps_its_partial_results_only_under_the_same_meta(tmp_path):
+    root = tmp_path / "shards"
+    store.open_dir(root, {"k": 1})
+    (root / "shard-00000").write_text("done")
+    store.open_dir(root, {"k": 1})
+    assert (root / "shard-00000").is_file()                           # resumed: kept
+    store.open_dir(root, {"k": 1}, force=True)
+    assert not (root / "shard-00000").exists()
+    (root / "shard-00000").write_text("done")
+    store.open_dir(root, {"k": 2})
+    assert not (root / "shard-00000").exists() and read_json(root / "meta.json") == {"k": 2}

@@ -53,7 +53,7 @@ from .. import store
 from ..config import Config
 from ..data import load_task, score
 from ..models.common import count_parameters
-from ..utils import read_json, write_json
+from ..utils import write_json
 
 PADDED, REAL = "padded to {n}", "real lengths"
 SCHEMA = 2
@@ -159,7 +159,7 @@ def collect_models(cfg: Config, tokenizer, num_labels: int, *, bert_large_too: b
     out: list[BenchModel] = []
     if bert_large_too:
         out.append(BenchModel("BERT-large (24 layers)", bert_large(num_labels, vocab), "bert", "random (timing only)"))
-    tdir = cfg.out / "teacher" / "model"
+    tdir = store.run_dir(cfg, "teacher") / "model"
     if tdir.is_dir():
         teacher = AutoModelForSequenceClassification.from_pretrained(tdir).eval()
         out.append(BenchModel("teacher", teacher, "bert", "trained", scored=True))
@@ -171,7 +171,7 @@ def collect_models(cfg: Config, tokenizer, num_labels: int, *, bert_large_too: b
     out[-1].name = f"teacher ({layers} layers, {cfg.teacher.model_name_or_path.split(':')[-1]})"
     students: list[BenchModel] = []
     for run in store.runs(cfg, "students"):  # the kind each student's manifest names (kdnb.store)
-        sdir, name = cfg.out / "students" / run["name"], run["name"]
+        sdir, name = store.run_dir(cfg, run["name"]), run["name"]
         if run["kind"] == "bert_student" and name == "bert_student":
             # notebook 04's BERT student (kdnb.training.bert_student); the KD-ablation students share its size
             from ..training.bert_student import load_bert_student
@@ -341,11 +341,10 @@ def efficiency_table(cfg: Config, force: bool = False, *, bert_large_too: Option
     key = {"schema": SCHEMA, "analysis": cfg.section_hash("analysis", "bilstm", "teacher"),
            "bert_large": bert_large_too,
            "repeats": repeats, "threads": threads, "gpu": gpu, "models": _fingerprint(cfg), "torch": torch.__version__}
-    saved = read_json(cfg.out / "efficiency.json")
-    if saved and saved.get("key") == key and not force and (cfg.out / "efficiency.csv").is_file():
+    if store.saved_meta(cfg.out / "efficiency.csv", cfg.out / "efficiency.json", key, force, field="key"):
         return pd.read_csv(cfg.out / "efficiency.csv")
 
-    tdir = cfg.out / "teacher" / "model"
+    tdir = store.run_dir(cfg, "teacher") / "model"
     tok_path = tdir if tdir.is_dir() else resolve_model_path(cfg.teacher.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(tok_path)
     task_dsd = load_task(cfg.task, cfg.data_path)

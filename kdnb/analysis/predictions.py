@@ -28,6 +28,7 @@ import pandas as pd
 from ..config import Config
 from ..data import _label_names, task_spec
 from ..errors import DataError, StageInputError
+from ..store import run_dir
 
 PREDICTION_COLUMNS = ("idx", "label", "prediction")
 
@@ -36,7 +37,7 @@ def prediction_files(cfg: Config, split: str = "dev") -> dict[str, Path]:
     """``{model name: path}`` of the saved ``<split>_predictions.csv`` files: ``teacher`` first,
     then every student under ``<out>/students/<name>/`` in alphabetical order."""
     files = {}
-    teacher = cfg.out / "teacher" / f"{split}_predictions.csv"
+    teacher = run_dir(cfg, "teacher") / f"{split}_predictions.csv"
     if teacher.is_file():
         files["teacher"] = teacher
     for path in sorted((cfg.out / "students").glob(f"*/{split}_predictions.csv")):

@@ -20,6 +20,8 @@ import datasets
 from ..config import Config, TransferSet
 from ..data import subsample
 from ..errors import StageInputError
+from ..store import open_dir
+from ..store import saved_meta as store_saved_meta
 from ..utils import atomic_path, read_json, write_json
 
 METHODS = ("rules", "gpt2")
@@ -110,10 +112,7 @@ def row_keys(ds: datasets.Dataset, batch_size: int = 10_000) -> Iterable[int]:
 
 def open_shards(root: Path, meta: dict, force: bool) -> None:
     """Create ``root`` for shards; wipe it first if it belongs to other parameters (or ``force``)."""
-    if root.exists() and (force or read_json(root / "meta.json") != meta):
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
-    write_json(root / "meta.json", meta)
+    open_dir(root, meta, force)
 
 
 def write_shard(root: Path, k: int, make: Callable[[], datasets.Dataset]) -> tuple[datasets.Dataset, bool]:
@@ -138,10 +137,8 @@ def finish(out_dir: Path, ds: datasets.Dataset, meta: dict, shard_root: Optional
 
 
 def saved_meta(out_dir: Path, key: str, force: bool) -> Optional[dict]:
-    meta = read_json(out_dir.with_name(out_dir.name + ".json"))
-    if not force and out_dir.is_dir() and meta and meta.get("config_hash") == key:
-        return meta
-    return None
+    """The record ``<out_dir>.json`` of a saved set when it was made under ``key`` (its ``config_hash``)."""
+    return store_saved_meta(out_dir, out_dir.with_name(out_dir.name + ".json"), key, force, field="config_hash")
 
 
 def load_augmented(cfg: Config, method: str) -> AugmentResult:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .. import store
 from ..config import Config
 from ..errors import ConfigError, StageInputError
 from ..utils import read_json
@@ -125,7 +126,6 @@ def label_transfer_sets(cfg: Config, dsd: datasets.DatasetDict, force: bool = Fa
         _logits_meta,
         compute_teacher_logits,
         saved_teacher_logits,
-        teacher_dir,
     )
 
     out = TransferSets()
@@ -149,8 +149,8 @@ def label_transfer_sets(cfg: Config, dsd: datasets.DatasetDict, force: bool = Fa
         path = transfer_dir(cfg, name)
         meta = {"none": read_json(path.with_name("none.json")),
                 "augmented": read_json(path.with_name(f"{name}.augmented.json")),
-                "teacher_config_hash": (read_json(teacher_dir(cfg) / "result.json") or {}).get("config_hash")}
-        if not force and path.is_dir() and read_json(path.with_name(f"{name}.json")) == meta:
+                "teacher_config_hash": store.record(cfg).get("config_hash")}
+        if store.saved_meta(path, path.with_name(f"{name}.json"), meta, force):
             out[name] = datasets.load_from_disk(str(path))
         else:
             out[name] = finish(path, datasets.concatenate_datasets([none, new]), meta, None)

@@ -41,7 +41,8 @@ import torch
 
 from ..config import Config, Word2VecConfig
 from ..errors import ConfigError
-from ..utils import atomic_path, read_json, write_json
+from ..store import saved_meta
+from ..utils import atomic_path, write_json
 
 PAD, UNK = "[PAD]", "[UNK]"
 """Special words: ids 0 and 1 of every word vocabulary built here."""
@@ -283,8 +284,8 @@ def word2vec_embeddings(cfg: Config, transfer_set, force: bool = False) -> Word2
                "mtime": p.stat().st_mtime if p.is_file() else None}
     meta = {"word2vec": repr(sorted(vars(wc).items())), "seed": cfg.seed, "mask": cfg.augment.rules.mask_token,
             "texts": content_hash(transfer_set), "rows": len(transfer_set), "file": src}
-    saved = read_json(out / "word2vec.json")
-    if not force and saved and saved.get("meta") == meta and (out / "embedding.pt").is_file():
+    saved = saved_meta(out / "embedding.pt", out / "word2vec.json", meta, force, field="meta")
+    if saved:
         tok = PreTrainedTokenizerFast.from_pretrained(out / "tokenizer")
         return Word2VecEmbeddings(torch.load(out / "embedding.pt", weights_only=True), tok, saved["stats"], True)
 

@@ -61,8 +61,11 @@ def _load_model(path: str, task: str, num_labels: Optional[int] = None):
 
 
 def teacher_dir(cfg: Config) -> Path:
-    """``<out>/teacher``: the fine-tuned model, its curve, predictions and result record."""
-    return cfg.out / "teacher"
+    """``<out>/teacher`` (:func:`kdnb.store.run_dir`): the fine-tuned model, its curve, predictions
+    and result record."""
+    from ..store import run_dir
+
+    return run_dir(cfg, "teacher")
 
 
 def load_teacher(cfg: Config):

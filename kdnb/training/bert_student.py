@@ -26,7 +26,7 @@ from ..models.bert_inputs import logits as bert_logits
 from ..models.bert_student import BertStudent, DistillationModel, build_bert_student
 from ..models.common import count_parameters, layer_map
 from ..store import Run, RunResult, run_dir
-from ..utils import atomic_path, get_logger, read_json, set_seed, write_json
+from ..utils import atomic_path, get_logger, set_seed, write_json
 from . import losses
 from .fit import (
     fit,
@@ -328,15 +328,15 @@ def load_bert_student(cfg: Config, name: str, teacher=None) -> BertStudent:
     from ..errors import StageInputError
     from ..models.teacher import load_teacher
 
-    sdir = student_dir(cfg, name)
-    res = read_json(sdir / "result.json")
-    if not res or not (sdir / "model.pt").is_file():
-        raise StageInputError(f"{sdir}: no trained BERT student '{name}'; run notebooks/04_students first.")
+    run = store.finished(cfg, name, "bert_student")
+    if run is None:
+        raise StageInputError(f"{student_dir(cfg, name)}: no trained BERT student '{name}'; run notebooks/04_students "
+                              "first.")
     if teacher is None:
         teacher, _ = load_teacher(cfg)
-    sizes = dataclasses.replace(cfg.bert_student, init="random", **res["sizes"])
+    sizes = dataclasses.replace(cfg.bert_student, init="random", **run.record["sizes"])
     model = build_bert_student(sizes, teacher.config.num_labels, teacher)
-    model.load_state_dict(torch.load(sdir / "model.pt", map_location="cpu"))
+    model.load_state_dict(torch.load(run.model_dir, map_location="cpu"))
     return model.eval()
 
 
@@ -362,7 +362,7 @@ def teacher_assistant(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets
     sdir, ta_key = ta.dir, ta.record["config_hash"]
     meta = {"assistant": ta_key, "transfer": transfer_set._fingerprint, "rows": len(transfer_set)}
     cache, cache_meta = sdir / "transfer_logits.npy", sdir / "transfer_logits.json"
-    if cache.is_file() and read_json(cache_meta) == meta and not force:
+    if store.saved_meta(cache, cache_meta, meta, force):
         logits = np.load(cache)
     else:
         from ..models.teacher import load_tokenizer

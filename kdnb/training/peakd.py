@@ -146,7 +146,7 @@ def teacher_states(cfg: Config, transfer_set: datasets.Dataset, dev: datasets.Da
     teacher_key = store.record(cfg).get("config_hash")
     meta = {"teacher": teacher_key, "rows": len(transfer_set), "content": content_hash(transfer_set),
             "dev": content_hash(dev), "max_length": cfg.peakd.max_length}
-    if not force and read_json(out / "meta.json") == meta:
+    if store.saved_meta(out / "cls.npy", out / "meta.json", meta, force):
         arrays = {n: np.load(out / f"{n}.npy", mmap_mode="r") for n in ("logits", "cls", "dev_logits")}
         return TeacherStates(**arrays, num_layers=arrays["cls"].shape[1] - 1, reused=True)
 
@@ -294,8 +294,8 @@ def distill_peakd(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets.Dat
                              pc.ptp_threshold).numpy()
         ptp_counts = {PTP_LABELS[i]: int((ptp_y == i).sum()) for i in range(len(PTP_LABELS))}
         ptp_file = sdir / "ptp_model.pt"
-        ptp_state = read_json(sdir / "ptp.json") or {}
-        if ptp_file.is_file() and ptp_state.get("key") == key and not force:
+        ptp_state = store.saved_meta(ptp_file, sdir / "ptp.json", key, force, field="key")
+        if ptp_state:
             model.bert.load_state_dict(torch.load(ptp_file, map_location="cpu", weights_only=True))
             ptp_seconds = float(ptp_state.get("seconds", 0.0))
         else:
@@ -452,7 +452,7 @@ def load_student(cfg: Config, name: str):
     from ..errors import StageInputError
     from ..models.teacher import load_teacher
 
-    sdir = cfg.out / "students" / name
+    sdir = run_dir(cfg, name)
     info = read_json(sdir / "student.json")
     if not info or not (sdir / "model.pt").is_file():
         raise StageInputError(f"{sdir}: no trained Pea-KD student; run notebooks/04_students with peakd.enabled.")

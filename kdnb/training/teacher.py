@@ -34,7 +34,7 @@ from ..models.bert_inputs import BertCollate, encode, pretokenise
 from ..models.bert_inputs import logits as bert_logits
 from ..models.teacher import _load_model, load_teacher, resolve_model_path, teacher_dir
 from ..store import Run, RunResult
-from ..utils import atomic_path, read_json, set_seed, tqdm, write_json
+from ..utils import atomic_path, set_seed, tqdm, write_json
 from .fit import FitResult, fit, make_accelerator, predict_logits, selection_record
 
 # Bump when a change to kdnb changes what fine-tuning computes (the model, its data or its
@@ -187,7 +187,7 @@ def saved_teacher_logits(cfg: Config, ds: datasets.Dataset, out_dir: Path, shard
     rows, teacher or shard size."""
     out_dir = Path(out_dir)
     meta = meta or _logits_meta(cfg, ds, shard_size)
-    if out_dir.is_dir() and read_json(out_dir.with_name(out_dir.name + ".json")) == meta:
+    if store.saved_meta(out_dir, out_dir.with_name(out_dir.name + ".json"), meta):
         return datasets.load_from_disk(str(out_dir))
     return None
 
@@ -229,10 +229,7 @@ def compute_teacher_logits(
     accelerator = make_accelerator(cfg.mixed_precision)
     model = accelerator.prepare_model(model, evaluation_mode=True)
     shard_root = out_dir.with_name(out_dir.name + ".shards")
-    if shard_root.exists() and (force or read_json(shard_root / "meta.json") != meta):
-        shutil.rmtree(shard_root)
-    shard_root.mkdir(parents=True, exist_ok=True)
-    write_json(shard_root / "meta.json", meta)
+    store.open_dir(shard_root, meta, force)
     collate = BertCollate(tokenizer)
     n_shards = max(1, -(-len(ds) // shard_size))
     paths = []

@@ -8,16 +8,16 @@ import contextlib
 import functools
 import random
 import re
-import shutil
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
+from ... import store
 from ...config import Config
 from ...errors import ConfigError, StageInputError
-from ...utils import atomic_path, read_json, set_seed, write_json
+from ...utils import atomic_path, set_seed
 from .data import SPLITS, ProbingData
 
 # ---------------------------------------------------------------------------------------------
@@ -265,15 +265,14 @@ def default_encoders(cfg: Config) -> dict[str, Encoder]:
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     from ...models.teacher import load_teacher, resolve_model_path
-    from ...training.teacher import teacher_dir
 
     pc = cfg.probing
-    tdir = teacher_dir(cfg)
-    tres = read_json(tdir / "result.json")
-    if not (tdir / "model").is_dir() or not tres:
-        raise StageInputError(f"{tdir / 'model'}: no fine-tuned teacher to probe; run notebooks/03_teacher first.")
-    t_key = tres["config_hash"]
-    n_layers = AutoConfig.from_pretrained(tdir / "model").num_hidden_layers
+    tres = store.finished(cfg, "teacher", "teacher")
+    if tres is None:
+        raise StageInputError(f"{store.run_dir(cfg, 'teacher') / 'model'}: no fine-tuned teacher to probe; "
+                              "run notebooks/03_teacher first.")
+    t_key = tres.record["config_hash"]
+    n_layers = AutoConfig.from_pretrained(tres.model_dir).num_hidden_layers
     encoders: dict[str, Encoder] = {}
     encoders["teacher"] = bert_encoder(
         "teacher", "teacher", "fine-tuned", f"teacher:{t_key}", lambda: load_teacher(cfg),
@@ -287,11 +286,10 @@ def default_encoders(cfg: Config) -> dict[str, Encoder]:
             _teacher_layers(cfg, n_pre, "the pre-trained teacher"), pc.max_length, pc.batch_size, cfg.mixed_precision,
             n_pre)
     if cfg.bilstm.enabled:
-        sdir = cfg.out / "students" / "bilstm"
-        sres = read_json(sdir / "result.json")
-        if not (sdir / "model.pt").is_file() or not sres:
-            raise StageInputError(f"{sdir / 'model.pt'}: no trained BiLSTM student to probe; run "
-                                  "notebooks/04_students first (or set bilstm.enabled: false).")
+        sres = store.finished(cfg, "bilstm", "bilstm")
+        if sres is None:
+            raise StageInputError(f"{store.run_dir(cfg, 'bilstm') / 'model.pt'}: no trained BiLSTM student to probe; "
+                                  "run notebooks/04_students first (or set bilstm.enabled: false).")
 
         def load_bilstm(trained: bool):
             from ...data import task_spec
@@ -303,10 +301,10 @@ def default_encoders(cfg: Config) -> dict[str, Encoder]:
                 model = build_bilstm(cfg.bilstm, teacher.config.num_labels, tok, teacher,
                                      pair=task_spec(cfg.task).pair)
             if trained:
-                model.load_state_dict(torch.load(sdir / "model.pt", map_location="cpu"))
+                model.load_state_dict(torch.load(sres.model_dir, map_location="cpu"))
             return model, tok
 
-        encoders["bilstm"] = bilstm_encoder("bilstm", "bilstm", "trained", f"bilstm:{sres['config_hash']}",
+        encoders["bilstm"] = bilstm_encoder("bilstm", "bilstm", "trained", f"bilstm:{sres.record['config_hash']}",
                                             lambda: load_bilstm(True), pc.max_length, pc.batch_size)
         if pc.initialised_students:
             init_key = f"bilstm-init:{cfg.section_hash('seed', 'bilstm')}-{t_key}"
@@ -327,14 +325,13 @@ def _bert_student_encoders(cfg: Config, t_key: str) -> dict[str, Encoder]:
     """
     from ...models.bert_student import build_bert_student
     from ...models.teacher import load_teacher
-    from ...training.bert_student import load_bert_student, student_dir
+    from ...training.bert_student import load_bert_student
 
     pc, bc = cfg.probing, cfg.bert_student
-    bdir = student_dir(cfg, "bert_student")
-    bres = read_json(bdir / "result.json")
-    if not (bdir / "model.pt").is_file() or not bres:
-        raise StageInputError(f"{bdir / 'model.pt'}: no trained BERT student to probe; run notebooks/04_students "
-                              "first (or set bert_student.enabled: false).")
+    bres = store.finished(cfg, "bert_student", "bert_student")
+    if bres is None:
+        raise StageInputError(f"{store.run_dir(cfg, 'bert_student') / 'model.pt'}: no trained BERT student to "
+                              "probe; run notebooks/04_students first (or set bert_student.enabled: false).")
 
     def load_bert(trained: bool):
         with _seeded(cfg.seed):  # the same sequence as bert_student._train: seed, load teacher, build
@@ -345,9 +342,9 @@ def _bert_student_encoders(cfg: Config, t_key: str) -> dict[str, Encoder]:
                 model = build_bert_student(bc, teacher.config.num_labels, teacher)
         return model.eval(), tok
 
-    n_trained = int(bres.get("sizes", {}).get("num_layers", bc.num_layers))
+    n_trained = int(bres.record.get("sizes", {}).get("num_layers", bc.num_layers))
     out = {"bert_student": bert_encoder(
-        "bert_student", "bert_student", "trained", f"bert_student:{bres['config_hash']}", lambda: load_bert(True),
+        "bert_student", "bert_student", "trained", f"bert_student:{bres.record['config_hash']}", lambda: load_bert(True),
         list(range(n_trained + 1)), pc.max_length, pc.batch_size, cfg.mixed_precision, n_trained)}
     if pc.initialised_students:
         init_key = f"bert_student-init:{cfg.section_hash('seed', 'bert_student')}-{t_key}"
@@ -377,9 +374,7 @@ def features(cfg: Config, encoder: Encoder, data: ProbingData, force: bool = Fal
     """
     d = cfg.out / "probing" / "features" / _slug(encoder.name) / data.task
     meta = {"encoder": encoder.key, "data": data.fingerprint(), "max_length": cfg.probing.max_length}
-    if force or read_json(d / "meta.json") != meta:
-        shutil.rmtree(d, ignore_errors=True)
-        write_json(d / "meta.json", meta)
+    store.open_dir(d, meta, force)
     missing = [l for l in encoder.layers if not (d / f"layer_{l}.npz").is_file()]
     if missing:
         sents = [s for split in SPLITS for s in data.sentences[split]]

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ... import store
 from ...config import Config, ProbingConfig
 from ...utils import Timer, read_json, write_json
 from .data import (
@@ -336,8 +337,8 @@ def run_probing(cfg: Config, encoders: Optional[dict[str, Encoder]] = None, forc
             feats = features(cfg, enc, data, force=force)
             pdir = cfg.out / "probing" / "probes" / _slug(enc.name)
             key = _probe_key(cfg, read_json(cfg.out / "probing" / "features" / _slug(enc.name) / tname / "meta.json"))
-            saved = read_json(pdir / f"{tname}.json")
-            done = saved["layers"] if saved and saved.get("key") == key and not force else {}
+            saved = store.saved_meta(pdir / f"{tname}.json", pdir / f"{tname}.json", key, force, field="key")
+            done = saved["layers"] if saved else {}
             for depth, layer in enumerate(enc.layers):
                 if layer not in done:
                     res = probe_layer(feats[layer], data.labels, len(data.classes), cfg.probing, cfg.seed)
