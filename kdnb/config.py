@@ -347,8 +347,8 @@ def _build(cls: type, d: dict, prefix: str) -> Any:
         ConfigError: a value of the wrong type or out of range (pydantic's ValidationError, translated).
     """
     hints = _hints(cls)
-    kwargs = {k: _build(_strip(hints[k])[0], v, prefix=f"{prefix}{k}.")
-              if dataclasses.is_dataclass(_strip(hints[k])[0]) else v for k, v in d.items()}
+    kwargs = {k: _build(hints[k], v, prefix=f"{prefix}{k}.") if dataclasses.is_dataclass(hints[k]) else v
+              for k, v in d.items()}
     try:
         return cls(**kwargs)
     except ValidationError as e:

@@ -136,7 +136,7 @@ class Run:
 
         Call it last: the model, curve and predictions must already be in :attr:`dir`.
         """
-        record = {"config_hash": self.key, **{k: v for k, v in record.items() if k != "config_hash"}}
+        record = {"config_hash": self.key, **record}
         write_json(self.dir / "result.json", record)
         self._write_manifest()
         return self._result(record, reused=False)

@@ -158,9 +158,6 @@ class _CurrentStdout(logging.StreamHandler):
     """A handler that writes to whatever ``sys.stdout`` is when a record is emitted (a notebook
     kernel's, a test's captured one), not to the one it was created with."""
 
-    def __init__(self) -> None:
-        super().__init__()
-
     @property
     def stream(self):  # noqa: D401
         return sys.stdout

@@ -304,8 +304,7 @@ def dev_score(cfg: Config, bm: BenchModel, tokenizer, dev, batch_size: int = 256
 
 
 def _fingerprint(cfg: Config) -> dict:
-    files = [cfg.out / "teacher" / "model" / "model.safetensors", *sorted((cfg.out / "students").glob("*/model.pt")),
-             *sorted((cfg.out / "students").glob("*/model/model.safetensors"))]
+    files = [cfg.out / "teacher" / "model" / "model.safetensors", *sorted((cfg.out / "students").glob("*/model.pt"))]
     return {str(p.relative_to(cfg.out)): [p.stat().st_size, int(p.stat().st_mtime)] for p in files if p.is_file()}
 
 
