@@ -137,7 +137,7 @@ def _check_inputs(stages: Sequence[Stage], out: Path, task: str, profile: str) -
             need = sorted({s.name for s, _ in missing}, key=[s.name for s in select()].index)
             raise KdnbError(
                 f"stage '{stage.name}' reads what stage(s) {', '.join(need)} write, and "
-                f"{', '.join(str(p) for _, p in missing)} is missing: run them first "
+                f"{', '.join(str(p) for _, p in missing)} {'is' if len(missing) == 1 else 'are'} missing: run them first "
                 f"(python -m kdnb.pipeline --task {task} --profile {profile} --only {' '.join(need)}), "
                 f"or the whole report (make report TASK={task} PROFILE={profile}).")
 
