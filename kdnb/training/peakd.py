@@ -288,9 +288,10 @@ def distill_peakd(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets.Dat
     # -- phase 1: PTP ------------------------------------------------------------------------
     ptp_seconds, ptp_counts = 0.0, None
     if ptp:
-        ptp_y = ptp_labels(torch.as_tensor(np.asarray(states.logits)), torch.as_tensor(labels),
+        # torch.tensor copies: the logits may be a read-only memmap (torch.as_tensor warns on those)
+        ptp_y = ptp_labels(torch.tensor(np.asarray(states.logits)), torch.as_tensor(labels),
                            pc.ptp_threshold).numpy()
-        dev_ptp = ptp_labels(torch.as_tensor(np.asarray(states.dev_logits)), torch.as_tensor(dev_labels),
+        dev_ptp = ptp_labels(torch.tensor(np.asarray(states.dev_logits)), torch.as_tensor(dev_labels),
                              pc.ptp_threshold).numpy()
         ptp_counts = {PTP_LABELS[i]: int((ptp_y == i).sum()) for i in range(len(PTP_LABELS))}
         ptp_file = sdir / "ptp_model.pt"
