@@ -24,7 +24,9 @@ import datasets
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
+from .config import Config
 from .errors import DataError
+from .store import timed
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,17 @@ def load_task(task: str, data_dir: str | Path) -> datasets.DatasetDict:
         cols = read_split(folder / fs.name, fs, spec, names)
         out[split] = datasets.Dataset.from_dict({k: cols[k] for k in feats}, features=feats)
     return datasets.DatasetDict(out)
+
+
+@timed("data_prep")
+def prepare(cfg: Config) -> datasets.DatasetDict:
+    """Notebook 01's stage: :func:`load_task` on the run's task and ``data_dir``, its wall time
+    logged as ``data_prep`` (:func:`kdnb.store.timed`).
+
+    Raises:
+        DataError: as :func:`load_task`.
+    """
+    return load_task(cfg.task, cfg.data_path)
 
 
 def is_labelled(ds: datasets.Dataset) -> bool:

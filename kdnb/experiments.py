@@ -8,6 +8,9 @@
   (:data:`kdnb.training.bert_student.METHODS`);
 * :func:`peakd_comparison` — Pea-KD's students (Cho & Kang 2020): depths × variants
   ``kd``/``sps``/``ptp``/``sps+ptp`` × seeds.
+
+Each logs its wall time as a stage of the run (:func:`kdnb.store.timed`): the runtimes table
+shows it beside the thesis' steps.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ def ablation_epochs(cfg: Config, n_rows: int, n_none: int) -> int:
     return max(1, round(cfg.bilstm.epochs * n_none / max(n_rows, 1)))
 
 
+@store.timed("augmentation_ablation")
 def augmentation_ablation(cfg: Config, dsd: datasets.DatasetDict, done: Optional[dict] = None,
                           force: bool = False) -> pd.DataFrame:
     """Train one BiLSTM student per set in ``augment.ablation_sets`` and tabulate dev scores.
@@ -93,6 +97,7 @@ def augmentation_ablation(cfg: Config, dsd: datasets.DatasetDict, done: Optional
 # ---------------------------------------------------------------------------------------------
 # The finding: the BiLSTM vs the size of the transfer set
 # ---------------------------------------------------------------------------------------------
+@store.timed("transfer_size_ablation")
 def transfer_size_ablation(cfg: Config, transfer: datasets.Dataset, dsd: datasets.DatasetDict,
                            teacher_dev: float, done: Optional[object] = None, force: bool = False) -> pd.DataFrame:
     """The BiLSTM distilled on growing prefixes of the labelled transfer set (Sučík 2020, §3 and
@@ -168,6 +173,7 @@ def plot_transfer_size(table: pd.DataFrame, task: str, teacher_dev: float, metri
 # ---------------------------------------------------------------------------------------------
 # The KD-loss ablation: one BERT student per method
 # ---------------------------------------------------------------------------------------------
+@store.timed("kd_ablation")
 def kd_ablation(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets.DatasetDict,
                 done: Optional[RunResult] = None, force: bool = False,
                 bilstm: Optional[RunResult] = None) -> pd.DataFrame:
@@ -244,6 +250,7 @@ class PeaKDComparison:
     teacher_seconds: float
 
 
+@store.timed("peakd")
 def peakd_comparison(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets.DatasetDict,
                      force: bool = False) -> PeaKDComparison:
     """Train every student of the ``peakd`` params — each depth of ``peakd.layers`` × variant

@@ -6,7 +6,9 @@ parameter, an unknown task or stage, a missing data directory, a corrupted TSV l
 ``--only``) a missing product of an earlier stage stops the run with a one-paragraph message and
 exit status 2, before anything is written. Each notebook is executed into a temporary file and
 renamed into ``outputs/<task>/notebooks/`` only when it succeeds; a failing notebook stops the
-run with exit status 1 and is kept outside ``outputs/`` for inspection.
+run with exit status 1 and is kept outside ``outputs/`` for inspection. After each stage its
+wall time is logged (:func:`kdnb.store.record_time`) and ``metrics.json`` is rewritten from the
+run store (:func:`kdnb.report.write_metrics`).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from typing import Optional, Sequence
 from .config import load_config
 from .data import load_task
 from .errors import ConfigError, KdnbError
-from .report import record_stage, write_html_report
+from .report import write_html_report, write_metrics
 from .stages import NOTEBOOKS_DIR, Stage, missing_inputs, select
+from .store import record_time
 from .utils import PROGRESS_ENV, atomic_path, get_logger
 
 KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
@@ -117,7 +120,8 @@ def run(task: str, profile: str = "cpu", data_dir: Optional[str] = None, force: 
                 nbformat.write(done, str(tmp))
             shutil.rmtree(scratch, ignore_errors=True)
             seconds = time.perf_counter() - t0
-            record_stage(cfg, f"notebook {nb.stem}", seconds)
+            record_time(cfg, f"notebook {nb.stem}", seconds)
+            write_metrics(cfg)  # metrics.json from the store, after every stage
             log.info(f"{task}/{profile}: stage {stage.name} done in {seconds / 60:.1f} min")
     finally:  # this process (e.g. a test) keeps its own setting
         if previous is None:

@@ -2,8 +2,9 @@
 
 ``metrics.json`` holds, per model, its parameter count, dev score, test score (where the test
 set is labelled) and retention (student dev score / teacher dev score), plus the wall time of
-each stage in seconds. Notebooks update it through :func:`record_model` and
-:func:`record_stage`; every update is an atomic rewrite.
+each stage in seconds. It is built from the run store (:func:`metrics`: the models' ``result.json``
+and the logged stage times, :mod:`kdnb.store`) and rewritten after every stage; no notebook
+records anything.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pandas as pd
 
 from .config import Config
 from .data import task_spec
-from .utils import atomic_path, get_logger, read_json, write_json
+from .utils import atomic_path, get_logger, write_json
 
 # Sučík (2020), "Learning small sentence classifiers from BERT using teacher-student knowledge
 # distillation" (MInf Project (Part 2) Report, University of Edinburgh; repository
@@ -114,55 +115,95 @@ def metrics_path(cfg: Config) -> Path:
     return cfg.out / "metrics.json"
 
 
-def load_metrics(cfg: Config) -> dict[str, Any]:
-    """The current ``metrics.json`` (a fresh skeleton if none exists yet)."""
-    spec = task_spec(cfg.task)
-    m = read_json(metrics_path(cfg)) or {}
-    m.setdefault("task", cfg.task)
-    m.setdefault("profile", cfg.profile)
-    m["metric"] = spec.metric
-    m.setdefault("models", {})
-    m.setdefault("stages_seconds", {})
-    return m
+STUDY_STAGES = {"teacher": "teacher_fine_tuning", "bilstm": "bilstm_training", "bert_student": "bert_student_training"}
+"""The study's models (the run names of the teacher and the students of notebook 04) → the
+stage their training time is shown as."""
 
 
-def record_model(cfg: Config, name: str, *, n_params: int, dev: float, test: Optional[float] = None,
-                 result: Any = None, seed_runs: Any = None, **extra: Any) -> dict:
-    """Add or replace model ``name`` in ``metrics.json``; recompute every retention.
+def _study_runs(cfg: Config) -> dict[str, tuple[Any, Any, dict]]:
+    """``{name: (main run, SeedRuns or None, labels)}`` for the study's models that are enabled
+    in ``cfg`` and finished on disk, in :data:`STUDY_STAGES` order; ``labels`` describe the model
+    as ``cfg`` names it (type, loss, transfer set) and, for students, what the run's record says
+    of its size and transfer set."""
+    from . import store
+    from .training.runs import saved_seeds
 
-    Scores are fractions as returned by :func:`kdnb.data.score`; ``dev`` and ``test`` are the
-    kept (best dev) checkpoint's; retention is ``dev / teacher dev`` (None until the teacher is
-    recorded). ``result`` (a stage's result with ``dev_last`` and ``best_epoch``) adds those two;
-    ``seed_runs`` (:class:`kdnb.training.runs.SeedRuns`) adds ``seeds``: per-seed scores with their
-    mean and sample std, and retention mean ± std against the teacher.
+    out: dict[str, tuple[Any, Any, dict]] = {}
+    teacher = store.finished(cfg, "teacher", "teacher")
+    if teacher is not None:
+        out["teacher"] = (teacher, None, {"model": cfg.teacher.model_name_or_path})
+    bc = cfg.bert_student
+    students = {
+        "bilstm": (cfg.bilstm.enabled, {"model": "BiLSTM (Tang et al. 2019)", "loss": cfg.bilstm.loss}),
+        "bert_student": (bc.enabled, {
+            "model": f"BERT student L={bc.num_layers} H={bc.hidden_size} (Sučík 2020), init {bc.init}",
+            "loss": f"{bc.method or bc.loss} at T={bc.temperature:g}"}),
+    }
+    for name, (enabled, labels) in students.items():
+        seeds = saved_seeds(cfg, name, name) if enabled else None
+        if seeds is not None:
+            main = seeds.main
+            if name == "bert_student":
+                labels["n_params_non_embedding"] = main.n_params_non_embedding
+            labels.update(transfer_set=cfg.augment.transfer_set, transfer_rows=main.record.get("transfer_set_size"))
+            out[name] = (main, seeds, labels)
+    return out
+
+
+def metrics(cfg: Config) -> dict[str, Any]:
+    """The run's record, built from the store: what ``metrics.json`` holds.
+
+    ``models``: per finished model of the study (:data:`STUDY_STAGES`; students enabled in
+    ``cfg``), from its ``result.json``: ``n_params``, ``dev`` and ``test`` (the kept, best dev
+    checkpoint's; fractions), ``dev_last``, ``best_epoch``, ``retention`` (dev / teacher dev;
+    None without a teacher or with a teacher dev score of 0), labels (``model``, and for
+    students ``loss``, ``transfer_set``, ``transfer_rows``; the BERT student's
+    ``n_params_non_embedding``) and for students ``seeds``: per-seed scores over
+    ``student_seeds`` with their mean and sample std, and retention mean ± std
+    (:meth:`kdnb.training.runs.SeedRuns.summary`). ``stages_seconds``: the logged stage times
+    (:func:`kdnb.store.stage_times`) and each model's training time (its record's ``seconds``).
     """
-    m = load_metrics(cfg)
-    entry = {"n_params": int(n_params), "dev": dev, "test": test, **extra}
-    if result is not None:
-        entry.update(dev_last=getattr(result, "dev_last", None), best_epoch=getattr(result, "best_epoch", None))
-    if seed_runs is not None:
-        entry["seeds"] = seed_runs.summary()
-    m["models"][name] = entry
-    teacher = m["models"].get("teacher")
-    t_dev = teacher["dev"] if teacher and teacher["dev"] else None
-    for e in m["models"].values():
-        e["retention"] = (e["dev"] / t_dev) if t_dev else None
-        if "seeds" in e:
-            from .training.runs import mean_std
+    from . import store
 
-            ret = mean_std([d / t_dev for d in e["seeds"]["dev"]]) if t_dev else (None, None)
-            e["seeds"]["retention_mean"], e["seeds"]["retention_std"] = ret
+    runs = _study_runs(cfg)
+    t_dev = (runs["teacher"][0].dev_score or None) if "teacher" in runs else None
+    models: dict[str, dict] = {}
+    for name, (run, seeds, labels) in runs.items():
+        models[name] = {"n_params": int(run.n_params), "dev": run.dev_score, "test": run.test_score, **labels,
+                        "dev_last": run.dev_last, "best_epoch": run.best_epoch,
+                        "retention": run.dev_score / t_dev if t_dev else None}
+        if seeds is not None:
+            models[name]["seeds"] = {"retention_mean": None, "retention_std": None, **seeds.summary(t_dev)}
+    stages = dict(store.stage_times(cfg))
+    for name, (run, _, _) in runs.items():
+        stages[STUDY_STAGES[name]] = round(float(run.seconds), 2)
+    return {"task": cfg.task, "profile": cfg.profile, "metric": task_spec(cfg.task).metric,
+            "models": models, "stages_seconds": stages}
+
+
+def write_metrics(cfg: Config) -> dict[str, Any]:
+    """Write :func:`metrics` to ``<out>/metrics.json`` (atomically) and return it. The pipeline
+    does after every stage, notebook 06 before its tables."""
+    m = metrics(cfg)
     write_json(metrics_path(cfg), m)
     return m
 
 
-def record_run(cfg: Config, name: str, result: Any, *, stage: str, seed_runs: Any = None, **extra: Any) -> dict:
-    """Record a run of the store (:class:`kdnb.store.RunResult`) in ``metrics.json``: its training
-    time as ``stage`` (when it was reused, the time of the run that trained it stays, or is taken
-    from its record) and its scores as model ``name`` (:func:`record_model`)."""
-    record_stage(cfg, stage, result.seconds, reused=result.reused)
-    return record_model(cfg, name, n_params=result.n_params, dev=result.dev_score, test=result.test_score,
-                        result=result, seed_runs=seed_runs, **extra)
+def teacher_dev(cfg: Config) -> float:
+    """The fine-tuned teacher's dev score (fraction; the kept checkpoint's): what retention is
+    measured against.
+
+    Raises:
+        StageInputError: no finished teacher in ``<out>/teacher`` (run notebook 03).
+    """
+    from . import store
+    from .errors import StageInputError
+
+    teacher = store.finished(cfg, "teacher", "teacher")
+    if teacher is None:
+        raise StageInputError(f"{cfg.out / 'teacher'}: no fine-tuned teacher; run notebook 03 first "
+                              f"(make report TASK={cfg.task} ARGS='--only teacher').")
+    return teacher.dev_score
 
 
 def retention_text(dev: float, teacher_dev: Optional[float]) -> str:
@@ -184,16 +225,6 @@ def seed_line(seed_runs: Any, teacher_dev: Optional[float]) -> str:
     return f"{len(sm['seeds'])} seeds ({per}): dev {100 * sm['dev_mean']:.1f} ± {100 * sm['dev_std']:.1f} %{ret}"
 
 
-def record_stage(cfg: Config, stage: str, seconds: float, reused: bool = False) -> None:
-    """Store the wall time (seconds) of ``stage`` in ``metrics.json``. ``reused``: the stage only
-    loaded saved outputs, so the time of the run that made them (if recorded) is kept instead."""
-    m = load_metrics(cfg)
-    if reused and stage in m["stages_seconds"]:
-        return
-    m["stages_seconds"][stage] = round(float(seconds), 2)
-    write_json(metrics_path(cfg), m)
-
-
 def results_table(cfg: Config) -> pd.DataFrame:
     """One row per model of this run, beside the thesis' row of the *same student type*
     (teacher ↔ teacher, BiLSTM ↔ BiLSTM, BERT student ↔ BERT student; :func:`thesis_reference`).
@@ -209,7 +240,7 @@ def results_table(cfg: Config) -> pd.DataFrame:
     ``thesis version`` (which version of the thesis the dev and test numbers come from,
     :data:`THESIS_VERSIONS`). Models the thesis has no counterpart for have empty thesis cells.
     """
-    m = load_metrics(cfg)
+    m = metrics(cfg)
     label = task_spec(cfg.task).metric_label
     rows = []
     for name, e in m["models"].items():
@@ -319,7 +350,7 @@ def runtimes_table(cfg: Config) -> pd.DataFrame:
         thesis' steps first (``seconds`` empty where this run has no such stage), then this
         run's other stages, then the per-notebook totals.
     """
-    stages = load_metrics(cfg)["stages_seconds"]
+    stages = metrics(cfg)["stages_seconds"]
     ours: dict[str, list[tuple[str, float]]] = {}
     for name, sec in stages.items():
         ours.setdefault(_stage_row(name), []).append((name, float(sec)))

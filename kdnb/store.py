@@ -14,6 +14,12 @@ vectors, the efficiency table) are saved beside a JSON record of what they were 
 :func:`saved_meta` is the one reuse check of those, :func:`open_dir` the one way a resumable
 computation claims its folder of partial results.
 
+The wall time of every stage that is not one model's training (data preparation, augmentation,
+teacher logits, the experiments, probing, each notebook) is logged by the stage function itself
+in ``<out>/stage_times.json`` (:func:`record_time`, the decorator :func:`timed`); a model's training time is in
+its ``result.json``. :func:`kdnb.report.metrics` builds ``metrics.json`` from these records, so
+no notebook keeps books.
+
 Folder layout (``<out>`` = :attr:`kdnb.config.Config.out`): the teacher in ``<out>/teacher``,
 students in ``<out>/students/<name>``, the exploration's students in ``<out>/optuna/<name>`` and
 ``<out>/explore/<name>`` (:func:`run_dir`).
@@ -21,10 +27,13 @@ students in ``<out>/students/<name>``, the exploration's students in ``<out>/opt
 
 from __future__ import annotations
 
+import functools
 import shutil
+import time
+import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 import pandas as pd
 
@@ -38,6 +47,8 @@ KINDS: dict[str, tuple[str, str]] = {  # the loaders' signatures differ: (cfg), 
     "peakd": ("model.pt", "kdnb.training.peakd:load_student"),
 }
 """``kind → (the artefact a finished run has, the loader: "module:function")``."""
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 GROUPS = ("students", "optuna", "explore")
 """The folders under ``<out>`` that hold students: the study's, the optuna trials', the grid's."""
@@ -199,3 +210,39 @@ def open_dir(root: Path, meta: dict, force: bool = False) -> None:
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
     write_json(root / "meta.json", meta)
+
+
+# ---- stage times ----------------------------------------------------------------------------
+
+def times_path(cfg: Config) -> Path:
+    """``<out>/stage_times.json``: ``{stage: seconds}`` in the order the stages first ran."""
+    return cfg.out / "stage_times.json"
+
+
+def stage_times(cfg: Config) -> dict[str, float]:
+    """The logged wall times (seconds) of this run's stages (``{}`` before any)."""
+    return read_json(times_path(cfg)) or {}
+
+
+def record_time(cfg: Config, stage: str, seconds: float, reused: bool = False) -> None:
+    """Log the wall time (seconds, rounded to 0.01) of ``stage``. ``reused``: the stage only
+    loaded saved outputs, so the time of the run that made them, if logged, is kept."""
+    times = stage_times(cfg)
+    if reused and stage in times:
+        return
+    times[stage] = round(float(seconds), 2)
+    write_json(times_path(cfg), times)
+
+
+def timed(stage: str) -> Callable[[F], F]:
+    """Decorate a stage function ``f(cfg, ...)``: each call that returns logs its wall time as
+    ``stage`` (:func:`record_time`) in ``cfg``'s run."""
+    def wrap(f: F) -> F:
+        @functools.wraps(f)
+        def run(cfg: Config, *args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            out = f(cfg, *args, **kwargs)
+            record_time(cfg, stage, time.perf_counter() - t0)
+            return out
+        return typing.cast(F, run)
+    return wrap

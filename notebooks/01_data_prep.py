@@ -26,18 +26,15 @@ config = None  # the run's saved parameters (kdnb.pipeline passes <out>/config.y
 # %%
 from kdnb import figures, report
 from kdnb.config import run_config
-from kdnb.data import load_task, task_spec
+from kdnb.data import prepare, task_spec
 from kdnb.models.teacher import load_tokenizer
-from kdnb.utils import Timer
 
 cfg = run_config(config, task, profile, data_dir=data_dir, overrides=overrides)
 cfg.save()
 print(f"task={cfg.task} profile={cfg.profile} metric={task_spec(task).metric_label}")
 
 # %%
-with Timer() as timer:
-    dsd = load_task(cfg.task, cfg.data_path)
-report.record_stage(cfg, "data_prep", timer.seconds)
+dsd = prepare(cfg)  # kdnb.data.load_task on cfg.data_path; every kdnb stage logs its own wall time
 dsd
 
 # %% [markdown]

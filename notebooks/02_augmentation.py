@@ -59,8 +59,6 @@ print(f"transfer sets: {', '.join(augment.transfer_sets_needed(cfg))}; methods t
 results = {}
 if "rules" in methods:
     results["rules"] = augment.augment_rules(cfg, dsd, force=force)
-    if not results["rules"].reused:
-        report.record_stage(cfg, "augment_rules", results["rules"].stats["seconds"])
     rc = cfg.augment.rules
     print(f"p_mask={rc.p_mask} p_pos={rc.p_pos} p_ngram={rc.p_ngram} n ≤ {rc.ngram_max}, n_iter={rc.n_iter}; "
           f"POS tagger: spaCy {results['rules'].stats['spacy_model']}")
@@ -80,8 +78,6 @@ if "rules" in results:
 if "gpt2" in methods:
     results["gpt2"] = augment.augment_gpt2(cfg, dsd, force=force)
     g = results["gpt2"].stats
-    if not results["gpt2"].reused:
-        report.record_stage(cfg, "augment_gpt2", g["seconds"] + (g["lm_seconds"] or 0))
     print(f"generator: {g['description']}")
     print(f"LM parameters: {g['lm_n_params']:,}; dev perplexity {g['lm_dev_perplexity']:.1f}; "
           f"trained in {g['lm_seconds']:.0f} s")

@@ -29,9 +29,8 @@ config = None  # the run's saved parameters (kdnb.pipeline passes <out>/config.y
 # %%
 from kdnb import report
 from kdnb.config import run_config
-from kdnb.data import load_task, subsample, task_spec
-from kdnb.training.teacher import compute_teacher_logits, fine_tune_teacher
-from kdnb.utils import Timer
+from kdnb.data import load_task, task_spec
+from kdnb.training.teacher import fine_tune_teacher
 
 cfg = run_config(config, task, profile, data_dir=data_dir, overrides=overrides)
 dsd = load_task(cfg.task, cfg.data_path)
@@ -43,7 +42,6 @@ print(f"teacher: {cfg.teacher.model_name_or_path}")
 
 # %%
 result = fine_tune_teacher(cfg, dsd, force=force)
-report.record_run(cfg, "teacher", result, stage="teacher_fine_tuning", model=cfg.teacher.model_name_or_path)
 print(f"reused saved teacher: {result.reused}")
 
 # %%
@@ -69,16 +67,13 @@ print(learning_table(cfg, models=[]).to_string(index=False))  # above the majori
 # %%
 from kdnb import augment
 
-with Timer() as timer:  # kdnb.training.teacher.compute_teacher_logits on the training rows once, then on each set's new rows
-    transfer_sets = augment.label_transfer_sets(cfg, dsd, force=force or not result.reused)
-report.record_stage(cfg, "teacher_logits", timer.seconds, reused=transfer_sets.reused)
+# kdnb.training.teacher.compute_teacher_logits on the training rows once, then on each set's new rows
+transfer_sets = augment.label_transfer_sets(cfg, dsd, force=force or not result.reused)
 transfer = transfer_sets[cfg.augment.transfer_set]
 transfer
 
 # %%
 # NBVAL_CHECK_OUTPUT
-import numpy as np
-
 for name, ts in transfer_sets.items():
     parts = ", ".join(f"{src} {n}" for src, n in augment.source_counts(ts).items())
     print(f"transfer set '{name}': {len(ts)} sentences ({parts})")

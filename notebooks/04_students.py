@@ -45,13 +45,10 @@ print(f"transfer set '{cfg.augment.transfer_set}': {len(transfer)} sentences "
 # ## BiLSTM student
 
 # %%
-teacher_dev = report.load_metrics(cfg)["models"]["teacher"]["dev"]
+teacher_dev = report.teacher_dev(cfg)  # the fine-tuned teacher's dev score (notebook 03)
 if cfg.bilstm.enabled:
     bilstm_seeds = distill_seeds(cfg, distill_bilstm, transfer, dsd, name="bilstm", force=force)
     bilstm = bilstm_seeds.main
-    report.record_run(cfg, "bilstm", bilstm, stage="bilstm_training", seed_runs=bilstm_seeds,
-                      model="BiLSTM (Tang et al. 2019)",
-                      loss=cfg.bilstm.loss, transfer_set=cfg.augment.transfer_set, transfer_rows=len(transfer))
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -73,11 +70,8 @@ if cfg.bilstm.enabled:
 # %%
 if cfg.augment.ablation and cfg.bilstm.enabled:
     from kdnb.experiments import augmentation_ablation
-    from kdnb.utils import Timer
 
-    with Timer() as timer:
-        ablation = augmentation_ablation(cfg, dsd, done={cfg.augment.transfer_set: bilstm}, force=force)
-    report.record_stage(cfg, "augmentation_ablation", timer.seconds)
+    ablation = augmentation_ablation(cfg, dsd, done={cfg.augment.transfer_set: bilstm}, force=force)
     print(ablation.drop(columns=["seconds"]).to_string(index=False))
 
 # %% [markdown]
@@ -92,11 +86,8 @@ if cfg.augment.ablation and cfg.bilstm.enabled:
 # %%
 if cfg.augment.size_ablation and cfg.bilstm.enabled:
     from kdnb.experiments import plot_transfer_size, transfer_size_ablation
-    from kdnb.utils import Timer
 
-    with Timer() as timer:
-        sizes = transfer_size_ablation(cfg, transfer, dsd, teacher_dev, done=bilstm, force=force)
-    report.record_stage(cfg, "transfer_size_ablation", timer.seconds)
+    sizes = transfer_size_ablation(cfg, transfer, dsd, teacher_dev, done=bilstm, force=force)
     report.save_figure(cfg, plot_transfer_size(sizes, cfg.task, teacher_dev, metric), "transfer_size")
     print(sizes.to_string(index=False))
 
@@ -123,11 +114,6 @@ if cfg.bert_student.enabled:
     bert_seeds = distill_seeds(cfg, distill_bert_student, transfer, dsd, name="bert_student", method=bc.method,
                                force=force)
     bert = bert_seeds.main
-    report.record_run(cfg, "bert_student", bert, stage="bert_student_training", seed_runs=bert_seeds,
-                      model=f"BERT student L={bc.num_layers} H={bc.hidden_size} (Sučík 2020), init {bc.init}",
-                      loss=f"{bc.method or bc.loss} at T={bc.temperature:g}",
-                      n_params_non_embedding=bert.n_params_non_embedding,
-                      transfer_set=cfg.augment.transfer_set, transfer_rows=len(transfer))
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -175,12 +161,8 @@ print(learning_table(cfg, models=trained).to_string(index=False))
 # %%
 if cfg.kd_ablation.enabled:
     from kdnb.experiments import kd_ablation
-    from kdnb.utils import Timer
 
-    with Timer() as timer:
-        kd_table = kd_ablation(cfg, transfer, dsd, done=bert, force=force,
-                               bilstm=bilstm if cfg.bilstm.enabled else None)
-    report.record_stage(cfg, "kd_ablation", timer.seconds)
+    kd_table = kd_ablation(cfg, transfer, dsd, done=bert, force=force, bilstm=bilstm if cfg.bilstm.enabled else None)
     print(kd_table.to_string(index=False))
 
 # %% [markdown]
@@ -203,11 +185,8 @@ if cfg.kd_ablation.enabled:
 # %%
 if cfg.peakd.enabled:
     from kdnb import experiments
-    from kdnb.utils import Timer
 
-    with Timer() as timer:
-        pea = experiments.peakd_comparison(cfg, transfer, dsd, force=force)
-    report.record_stage(cfg, "peakd", timer.seconds)
+    pea = experiments.peakd_comparison(cfg, transfer, dsd, force=force)
     report.save_table(cfg, pea.table, "peakd")
     pc = cfg.peakd
     print(f"KD: (1 - {pc.alpha}) CE + {pc.alpha} KL·T² (T = {pc.temperature}) + {pc.beta} · MSE(normalised [CLS]); "

@@ -74,7 +74,6 @@ if pc.enabled:
 run = None
 if pc.enabled:
     run = probing.run_probing(cfg, force=force)
-    report.record_stage(cfg, "probing", run.seconds)
     table = probing.scores_table(run)
     report.save_table(cfg, table, "probing_scores")
     print(f"models: {', '.join(run.scores['model'].unique())}")

@@ -33,7 +33,7 @@ from kdnb.config import run_config
 from kdnb.data import task_spec
 
 cfg = run_config(config, task, profile, data_dir=data_dir, overrides=overrides)
-metrics = report.load_metrics(cfg)
+metrics = report.write_metrics(cfg)  # metrics.json, from the run store (kdnb.report.metrics)
 metric = task_spec(task).metric_label
 
 # %% [markdown]

@@ -53,3 +53,14 @@ def load_benchmark(name: str):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def fake_run(cfg, name: str, kind: str, **record):
+    """A finished run of the store without training: its model file (empty) and ``result.json``
+    (``record``; scores and sizes default to 0), what :func:`kdnb.report.metrics` reads."""
+    from kdnb import store
+
+    run = store.Run(kind, name, store.run_dir(cfg, name), key="fake")
+    run.dir.mkdir(parents=True, exist_ok=True)
+    (run.dir / store.KINDS[kind][0]).touch()
+    return run.finish({"dev_score": 0.0, "test_score": None, "n_params": 0, "seconds": 0.0, **record})

@@ -11,10 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kdnb import figures, report
+from kdnb import figures, report, store
 from kdnb.analysis import explore, predictions
 from kdnb.config import load_config
 from kdnb.errors import ConfigError, DataError, StageInputError
+
+from .conftest import fake_run
 
 # a 1x1 PNG
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGA"
@@ -195,10 +197,10 @@ def test_thesis_reference_and_results_table(smoke_cfg):
         t = report.thesis_table(task)
         assert list(t["model"]) == ["teacher", "bert_student", "bilstm"]
         assert (t["thesis dev (%)"] <= t.loc[0, "thesis dev (%)"]).all()  # no student beats its teacher
-    report.record_model(smoke_cfg, "teacher", n_params=22_000_000, dev=0.5)
-    report.record_model(smoke_cfg, "bilstm", n_params=2_000_000, dev=0.4)
-    report.record_model(smoke_cfg, "bert_student", n_params=17_600_000, dev=0.45, n_params_non_embedding=5_500_000)
-    report.record_model(smoke_cfg, "peakd-1L-kd-s42", n_params=10_000_000, dev=0.3)
+    fake_run(smoke_cfg, "teacher", "teacher", n_params=22_000_000, dev_score=0.5)
+    fake_run(smoke_cfg, "bilstm", "bilstm", n_params=2_000_000, dev_score=0.4)
+    fake_run(smoke_cfg, "bert_student", "bert_student", n_params=17_600_000, dev_score=0.45,
+             n_params_non_embedding=5_500_000)
     res = report.results_table(smoke_cfg).set_index("model")
     assert res.loc["bilstm", "thesis dev (%)"] == 44.2 and res.loc["bilstm", "retention (%)"] == 80.0
     # like with like: each row beside the thesis' row of the same student type, sizes compared
@@ -206,14 +208,14 @@ def test_thesis_reference_and_results_table(smoke_cfg):
     assert res.loc["bert_student", "thesis test (%)"] == 29.8 and res.loc["bilstm", "thesis test (%)"] == 27.9
     assert res.loc["bert_student", "size vs thesis"] == f"{5.5 / 76.4:.2g}×"
     assert "published report" in res.loc["bert_student", "thesis version"]
-    assert pd.isna(res.loc["peakd-1L-kd-s42", "thesis model"])  # no counterpart in the thesis
+    assert report.thesis_reference("cola", "peakd-1L-kd-s42") == {}  # no counterpart in the thesis
 
 
 def test_runtimes_table(smoke_cfg):
     for stage, sec in (("teacher_fine_tuning", 120), ("teacher_logits", 6), ("bilstm_training", 30),
                        ("bilstm_kl_training", 10), ("notebook 03_teacher", 130), ("data_prep", 1),
                        ("augment_rules", 3), ("augment_gpt2", 50), ("augmentation_ablation", 70)):
-        report.record_stage(smoke_cfg, stage, sec)
+        store.record_time(smoke_cfg, stage, sec)
     rt = report.runtimes_table(smoke_cfg).set_index("stage")
     assert rt.loc["teacher fine-tuning", "seconds"] == 120
     assert rt.loc["BiLSTM student training", "seconds"] == 40  # both BiLSTM runs

@@ -353,12 +353,16 @@ def test_label_transfer_sets_labels_training_rows_once_and_reuses(tmp_path, dsd,
         np.testing.assert_array_equal(A.logits_array(ts)[:60], A.logits_array(sets["none"]))
     assert A.logits_array(sets["rules"]).shape == (80, 2)
     rows.clear()
+    from kdnb import store
+
+    store.record_time(cfg, "teacher_logits", 123.0)  # as if the first labelling had taken that long
     again = A.label_transfer_sets(cfg, dsd)
     assert rows == [] and np.array_equal(A.logits_array(again["rules+gpt2"]), A.logits_array(sets["rules+gpt2"]))
-    assert again.reused  # all loaded: notebook 03 keeps the recorded time of the run that made them
+    assert again.reused and store.stage_times(cfg)["teacher_logits"] == 123.0  # all loaded: the time of the run that made them stays
     _fake_augmented(cfg, "gpt2", [f"new gpt sentence {i} ." for i in range(20)])
     third = A.label_transfer_sets(cfg, dsd)
     assert not third.reused and sum(rows) == 40  # only the changed set's new rows (rules+gpt2) were labelled
+    assert store.stage_times(cfg)["teacher_logits"] != 123.0  # and this labelling's time is logged
     conf = A.confidence_summary(A.teacher_confidence(sets))
     assert dict(zip(conf["source"], conf["rows"])) == {"train": 60, "rules": 20, "gpt2": 20}
 

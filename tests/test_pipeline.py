@@ -15,7 +15,7 @@ from kdnb.training import bilstm as bilstm_training
 from kdnb.training.bilstm import distill_bilstm
 from kdnb.training.teacher import compute_teacher_logits, fine_tune_teacher
 
-from .conftest import SHARED_DATA
+from .conftest import SHARED_DATA, fake_run
 
 
 @pytest.fixture(scope="module")
@@ -86,10 +86,10 @@ def test_bilstm_kill_and_resume_gives_identical_results(trained, monkeypatch):
 
 def test_metrics_json_and_retention(trained):
     cfg = trained[0]
-    report.record_model(cfg, "teacher", n_params=100, dev=0.5, test=None)
-    m = report.record_model(cfg, "bilstm", n_params=10, dev=0.2, test=None)
+    fake_run(cfg, "teacher", "teacher", n_params=100, dev_score=0.5, seconds=12.345)
+    fake_run(cfg, "bilstm", "bilstm", n_params=10, dev_score=0.2)
+    m = report.write_metrics(cfg)
     assert m["models"]["bilstm"]["retention"] == pytest.approx(0.4)
-    report.record_stage(cfg, "teacher_fine_tuning", 12.345)
     saved = json.loads((cfg.out / "metrics.json").read_text())
     assert saved["stages_seconds"]["teacher_fine_tuning"] == 12.35 and saved["metric"] == "mcc"
     table = report.results_table(cfg)

@@ -23,6 +23,7 @@ import datasets
 import numpy as np
 import torch
 
+from .. import store
 from ..config import Config
 from ..data import content_hash
 from ..errors import ConfigError, StageInputError
@@ -379,7 +380,9 @@ def augment_gpt2(cfg: Config, dsd: datasets.DatasetDict, force: bool = False,
     sentences exist (at most 5× that many samples are drawn; fewer kept gives a warning).
     The LM runs on accelerate's device for this process; with ``mixed_precision`` bf16/fp16 on
     a GPU its weights are cast to that type once (not autocast: decoding reads every weight
-    for each new subword, so half-size weights halve the memory traffic that bounds it).
+    for each new subword, so half-size weights halve the memory traffic that bounds it). A new
+    set logs the LM's training and the sampling time as the stage ``augment_gpt2``
+    (:func:`kdnb.store.record_time`).
 
     Returns:
         :class:`AugmentResult`; ``stats`` has ``generated``, ``unique``, ``kept``, ``ended``
@@ -463,4 +466,5 @@ def augment_gpt2(cfg: Config, dsd: datasets.DatasetDict, force: bool = False,
              "lm_seconds": lm["seconds"], "lm_dev_perplexity": lm["dev_perplexity"], "lm_n_params": lm["n_params"]}
     cols = ["sentence", "source", "origin", "first_subword", "n_subwords"]
     ds = finish(out, ds.select_columns(cols), {**meta, "stats": stats}, root)
+    store.record_time(cfg, "augment_gpt2", stats["seconds"] + (lm["seconds"] or 0))  # LM training + sampling
     return AugmentResult("gpt2", ds, stats, reused=False)

@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Optional, Sequence
 import datasets
 import numpy as np
 
+from .. import store
 from ..config import Config
 from ..data import content_hash
 from ..errors import ConfigError
@@ -203,7 +204,8 @@ def augment_rules(cfg: Config, dsd: datasets.DatasetDict, force: bool = False,
     ``n_iter``). Each training sentence yields ``n_iter`` samples, drawn shard by shard (a shard
     covers ``shard_size / n_iter`` sentences and uses the RNG seeded with ``(seed, shard)``);
     duplicates and training sentences are dropped and the rest shuffled (seed), so its first
-    ``k`` rows are a random subset. Reused when ``<out>/augmented/rules.json`` matches.
+    ``k`` rows are a random subset. Reused when ``<out>/augmented/rules.json`` matches; a new
+    set logs its wall time as the stage ``augment_rules`` (:func:`kdnb.store.record_time`).
 
     Args:
         nlp_loader: returns the spaCy pipeline (default :func:`load_spacy` of
@@ -268,6 +270,7 @@ def augment_rules(cfg: Config, dsd: datasets.DatasetDict, force: bool = False,
     stats = {"generated": len(allgen), "unique": n_unique, "kept": len(ds), "seconds": round(timer.seconds, 2),
              "n_iter": rc.n_iter, "training_sentences": len(train), "spacy_model": _spacy_name(cfg)}
     ds = finish(out, ds.select_columns([*sides, "source", "origin"]), {**meta, "stats": stats}, root)
+    store.record_time(cfg, "augment_rules", stats["seconds"])
     return AugmentResult("rules", ds, stats, reused=False)
 
 

@@ -9,7 +9,7 @@ from typing import Optional
 import numpy as np
 
 from ..config import Config
-from ..store import RunResult
+from ..store import RunResult, finished
 
 
 def seed_name(name: str, seed: int, cfg: Config) -> str:
@@ -72,4 +72,14 @@ def distill_seeds(cfg: Config, distill, *args, name: str, **kwargs) -> SeedRuns:
         :class:`SeedRuns`.
     """
     runs = {s: distill(cfg.with_seed(s), *args, name=seed_name(name, s, cfg), **kwargs) for s in cfg.student_seeds}
+    return SeedRuns(name=name, runs=runs, main=runs.get(cfg.seed, next(iter(runs.values()))))
+
+
+def saved_seeds(cfg: Config, name: str, kind: str) -> Optional[SeedRuns]:
+    """The finished runs of student ``name`` (of ``kind``) over ``cfg.student_seeds`` on disk, as
+    :func:`distill_seeds` returned them (seeds not trained yet are left out); None when none is.
+    What :func:`kdnb.report.metrics` reads."""
+    runs = {s: r for s in cfg.student_seeds if (r := finished(cfg, seed_name(name, s, cfg), kind)) is not None}
+    if not runs:
+        return None
     return SeedRuns(name=name, runs=runs, main=runs.get(cfg.seed, next(iter(runs.values()))))

@@ -316,7 +316,8 @@ def run_probing(cfg: Config, encoders: Optional[dict[str, Encoder]] = None, forc
     Features are cached per (model, layer, task) (:func:`features`); probe results per
     (model, task) in ``<out>/probing/probes/<model>/<task>.json``, written after each layer
     and reused while the features and probe parameters are unchanged (``force`` redoes all),
-    so a killed run resumes.
+    so a killed run resumes. The wall time is logged as the stage ``probing``
+    (:func:`kdnb.store.record_time`).
 
     Args:
         encoders: models to probe, by name (default :func:`default_encoders`).
@@ -350,6 +351,7 @@ def run_probing(cfg: Config, encoders: Optional[dict[str, Encoder]] = None, forc
                              "val_acc": round(100 * r["val_acc"], 2), "test_acc": round(100 * r["test_acc"], 2),
                              "hidden": r["hidden"], "dropout": r["dropout"], "epoch": r["epoch"],
                              **data.sizes()})
+    store.record_time(cfg, "probing", timer.seconds)
     return ProbingRun(pd.DataFrame(rows), data_sizes(tasks), sample_warning(tasks), probing_data_dir(cfg),
                       timer.seconds)
 
