@@ -26,7 +26,7 @@ from .config import load_config
 from .data import load_task
 from .errors import ConfigError, KdnbError
 from .report import write_html_report, write_metrics
-from .stages import NOTEBOOKS_DIR, Stage, missing_inputs, select
+from .stages import NOTEBOOKS_DIR, Stage, missing_inputs, needed, select
 from .store import record_time
 from .utils import PROGRESS_ENV, atomic_path, get_logger
 
@@ -96,7 +96,7 @@ def run(task: str, profile: str = "cpu", data_dir: Optional[str] = None, force: 
     cfg = load_config(task, profile, data_dir=data_dir, overrides=overrides)
     load_task(cfg.task, cfg.data_path)  # fail fast on bad data, before any output exists
     stages = select(only)
-    _check_inputs(stages, cfg.out, task, profile)
+    _check_inputs(stages, cfg)
     # every notebook reads these merged parameters (not its own merge of task × profile)
     params = {"task": task, "profile": profile, "force": force, "config": str(cfg.save())}
     out_dir = cfg.out / "notebooks"
@@ -132,18 +132,22 @@ def run(task: str, profile: str = "cpu", data_dir: Optional[str] = None, force: 
     return cfg.out
 
 
-def _check_inputs(stages: Sequence[Stage], out: Path, task: str, profile: str) -> None:
-    """Raise :class:`KdnbError` when a stage reads products that neither exist under ``out`` nor
-    come from a stage run before it now (``--only`` on a fresh output folder)."""
+def _check_inputs(stages: Sequence[Stage], cfg) -> None:
+    """Raise :class:`KdnbError` when a stage reads products that neither exist under ``cfg.out``
+    nor come from a stage run before it now (``--only`` on a fresh output folder); the message
+    names every stage to add, those that the missing stages need in turn included."""
+    task, profile = cfg.task, cfg.profile
     for i, stage in enumerate(stages):
-        missing = missing_inputs(stage, out, stages[:i])
+        missing = missing_inputs(stage, cfg.out, stages[:i], cfg)
         if missing:
-            need = sorted({s.name for s, _ in missing}, key=[s.name for s in select()].index)
+            direct = [s.name for s in select() if s.name in {m.name for m, _ in missing}]
+            add = {s.name for s in needed(stage, cfg.out, stages[:i], cfg)}
+            run = [s.name for s in select() if s.name in add or s in stages]
             raise KdnbError(
-                f"stage '{stage.name}' reads what stage(s) {', '.join(need)} write, and "
-                f"{', '.join(str(p) for _, p in missing)} {'is' if len(missing) == 1 else 'are'} missing: run them first "
-                f"(python -m kdnb.pipeline --task {task} --profile {profile} --only {' '.join(need)}), "
-                f"or the whole report (make report TASK={task} PROFILE={profile}).")
+                f"stage '{stage.name}' reads what stage(s) {', '.join(direct)} write, and "
+                f"{', '.join(str(p) for _, p in missing)} {'is' if len(missing) == 1 else 'are'} missing: run "
+                f"{'them' if len(add) > 1 else 'it'} too (python -m kdnb.pipeline --task {task} --profile {profile} "
+                f"--only {' '.join(run)}), or the whole report (make report TASK={task} PROFILE={profile}).")
 
 
 def parse_overrides(items: Sequence[str]) -> dict:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from .errors import KdnbError
 
@@ -39,8 +39,11 @@ class Stage:
         notebook: the notebook's stem (``03_teacher``) in ``notebooks/``.
         summary: what it does, one line.
         reads: the earlier stages whose products it cannot run without, whatever the profile
-            (the augmented sets a transfer set needs, or the students that probing and the
-            analysis find, depend on the parameters; their absence is reported where they are read).
+            (the students that probing and the analysis find depend on the parameters; their
+            absence is reported where they are read).
+        reads_when: ``(stage, predicate)`` pairs: stages it reads under the parameters for which
+            ``predicate(cfg)`` (a :class:`kdnb.config.Config`) is true — the teacher reads notebook
+            02's sentences when its transfer sets hold augmented ones.
         products: paths under ``outputs/<task>/`` every run of the stage writes (others depend
             on the profile: ablations, probing, optuna); a stage run alone checks that the
             products of the stages it reads exist.
@@ -51,6 +54,12 @@ class Stage:
     summary: str
     reads: tuple[str, ...] = ()
     products: tuple[str, ...] = ()
+    reads_when: tuple[tuple[str, Callable[[Any], bool]], ...] = ()
+
+    def reads_under(self, cfg: Any = None) -> tuple[str, ...]:
+        """:attr:`reads`, plus the stages of :attr:`reads_when` whose predicate holds for ``cfg``
+        (none without ``cfg``)."""
+        return self.reads + tuple(r for r, when in self.reads_when if cfg is not None and when(cfg))
 
     @property
     def number(self) -> str:
@@ -61,12 +70,20 @@ class Stage:
         return NOTEBOOKS_DIR / f"{self.notebook}.ipynb"
 
 
+def _augments(cfg: Any) -> bool:
+    """True when a transfer set the run labels holds notebook 02's sentences."""
+    from .augment import methods_needed
+
+    return bool(methods_needed(cfg))
+
+
 STAGES: tuple[Stage, ...] = (
     Stage("data", "01_data_prep", "TSVs → DatasetDict; split statistics, class balance, lengths",
           products=("data_stats.csv", "class_balance.csv")),
     Stage("augment", "02_augmentation", "new sentences: rule-based (Tang et al. 2019) and GPT-2 (Sučík 2020)",
           products=("augmentation_lengths.csv",)),
     Stage("teacher", "03_teacher", "fine-tune the teacher; label the transfer set(s) with its logits",
+          reads_when=(("augment", _augments),),
           products=("teacher/result.json", "teacher/model", "teacher_confidence_by_source.csv")),
     Stage("students", "04_students", "distil the BiLSTM and BERT students; ablations (transfer set, KD loss, Pea-KD)",
           reads=("teacher",), products=("students",)),
@@ -102,13 +119,27 @@ def select(only: Optional[Sequence[str]] = None) -> list[Stage]:
     return [s for s in STAGES if s.name in chosen]
 
 
-def missing_inputs(s: Stage, out: Path, running: Sequence[Stage] = ()) -> list[tuple[Stage, Path]]:
-    """The products of the stages ``s`` reads that are not under ``out`` and that no stage in
-    ``running`` (those run before it now) will write: ``(stage, path)`` pairs."""
+def missing_inputs(s: Stage, out: Path, running: Sequence[Stage] = (), cfg: Any = None) -> list[tuple[Stage, Path]]:
+    """The products of the stages ``s`` reads (:meth:`Stage.reads_under` ``cfg``) that are not
+    under ``out`` and that no stage in ``running`` (those run before it now) will write:
+    ``(stage, path)`` pairs."""
     by_name = {x.name: x for x in STAGES}
     now = {x.name for x in running}
-    return [(by_name[r], out / p) for r in s.reads if r not in now
+    return [(by_name[r], out / p) for r in s.reads_under(cfg) if r not in now
             for p in by_name[r].products if not (out / p).exists()]
+
+
+def needed(s: Stage, out: Path, running: Sequence[Stage] = (), cfg: Any = None) -> list[Stage]:
+    """The stages to run before ``s`` on ``out``: those whose products it misses
+    (:func:`missing_inputs`) and, in turn, those whose products they miss; in run order."""
+    found: dict[str, Stage] = {}
+    todo = [x for x, _ in missing_inputs(s, out, running, cfg)]
+    while todo:
+        x = todo.pop()
+        if x.name not in found:
+            found[x.name] = x
+            todo += [y for y, _ in missing_inputs(x, out, running, cfg)]
+    return [x for x in STAGES if x.name in found]
 
 
 def table() -> str:

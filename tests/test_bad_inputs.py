@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from kdnb.data import load_task
-from kdnb.errors import ConfigError, DataError
+from kdnb.errors import ConfigError, DataError, KdnbError
 from kdnb.pipeline import main, parse_overrides
 from kdnb.stages import stage
 
@@ -114,8 +114,24 @@ def test_a_stage_run_alone_without_the_teacher_exits_2_before_anything_runs(only
                f"figures_dir={tmp_path / 'fig'}"])
     err = capsys.readouterr().err
     assert rc == 2, err
-    assert "reads what stage(s) teacher write" in err and "teacher/result.json" in err and "--only teacher" in err
+    assert "reads what stage(s) teacher write" in err and "teacher/result.json" in err
+    # the smoke profile labels rule-based sentences: the teacher needs notebook 02 in turn
+    assert f"--only augment teacher {' '.join(s for s in ('students', 'probing', 'analysis') if s in err)}" in err
     assert not out.exists()
+
+
+def test_the_teacher_alone_needs_notebook_02_only_when_its_transfer_set_is_augmented(tmp_path):
+    from kdnb.config import load_config
+    from kdnb.pipeline import _check_inputs
+    from kdnb.stages import select
+
+    over = {"output_dir": str(tmp_path / "out")}
+    with pytest.raises(KdnbError, match=r"reads what stage\(s\) augment write.*augmentation_lengths.csv is missing"
+                       r".*--only augment teacher\)"):
+        _check_inputs(select(["teacher"]), load_config("cola", "smoke", overrides=over))
+    _check_inputs(select(["teacher"]), load_config("cola", "smoke", overrides={
+        **over, "augment.transfer_set": "none", "augment.ablation": False}))  # the training set alone
+    _check_inputs(select(["augment", "teacher"]), load_config("cola", "smoke", overrides=over))
 
 
 def test_an_unknown_stage_names_the_stages(tmp_path, capsys):
