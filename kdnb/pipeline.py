@@ -30,9 +30,12 @@ from .stages import NOTEBOOKS_DIR, Stage, missing_inputs, needed, select
 from .store import record_time
 from .utils import PROGRESS_ENV, atomic_path, get_logger
 
-KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
-"""Arguments of every notebook kernel: its log shows errors only (not ipykernel's warning that
-the kernel talks to papermill over local TCP without encryption, printed once per notebook)."""
+KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
+"""Arguments of every notebook kernel: its own log stays quiet — not ipykernel's warning that the
+kernel talks to papermill over local TCP without encryption (once per notebook), nor its error
+"KeyboardInterrupt caught in kernel." when jupyter_client's shutdown, which interrupts the
+kernel first, meets it still handling a message (seen on a loaded machine). A cell's error
+reaches papermill through the notebook, not through this log."""
 
 
 def notebooks(only: Optional[Sequence[str]] = None) -> list[Path]:
