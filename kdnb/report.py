@@ -339,8 +339,9 @@ def _stage_row(stage: str) -> str:
 
 
 def runtimes_table(cfg: Config) -> pd.DataFrame:
-    """Wall time of each stage of this run (from ``metrics.json``, recorded by the notebooks)
-    beside the thesis' runtimes (:data:`THESIS_RUNTIMES`; full scale on GPUs).
+    """Wall time of each stage of this run (:func:`metrics`: logged by the stage functions and the
+    pipeline, and the models' records) beside the thesis' runtimes (:data:`THESIS_RUNTIMES`; full
+    scale on GPUs).
 
     kdnb's ``augment_gpt2`` stage (GPT-2 fine-tuning and sampling together) is shown on the
     thesis' sampling row, whose fine-tuning row then stays empty.
