@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import pandas as pd
 
+from . import store
 from .config import Config
 from .data import task_spec
 from .utils import atomic_path, get_logger, write_json
@@ -125,7 +126,6 @@ def _study_runs(cfg: Config) -> dict[str, tuple[Any, Any, dict]]:
     in ``cfg`` and finished on disk, in :data:`STUDY_STAGES` order; ``labels`` describe the model
     as ``cfg`` names it (type, loss, transfer set) and, for students, what the run's record says
     of its size and transfer set."""
-    from . import store
     from .training.runs import saved_seeds
 
     out: dict[str, tuple[Any, Any, dict]] = {}
@@ -163,8 +163,6 @@ def metrics(cfg: Config) -> dict[str, Any]:
     (:meth:`kdnb.training.runs.SeedRuns.summary`). ``stages_seconds``: the logged stage times
     (:func:`kdnb.store.stage_times`) and each model's training time (its record's ``seconds``).
     """
-    from . import store
-
     runs = _study_runs(cfg)
     t_dev = (runs["teacher"][0].dev_score or None) if "teacher" in runs else None
     models: dict[str, dict] = {}
@@ -196,7 +194,6 @@ def teacher_dev(cfg: Config) -> float:
     Raises:
         StageInputError: no finished teacher in ``<out>/teacher`` (run notebook 03).
     """
-    from . import store
     from .errors import StageInputError
 
     teacher = store.finished(cfg, "teacher", "teacher")

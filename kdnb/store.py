@@ -48,8 +48,6 @@ KINDS: dict[str, tuple[str, str]] = {  # the loaders' signatures differ: (cfg), 
 }
 """``kind → (the artefact a finished run has, the loader: "module:function")``."""
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 GROUPS = ("students", "optuna", "explore")
 """The folders under ``<out>`` that hold students: the study's, the optuna trials', the grid's."""
 
@@ -234,15 +232,19 @@ def record_time(cfg: Config, stage: str, seconds: float, reused: bool = False) -
     write_json(times_path(cfg), times)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
 def timed(stage: str) -> Callable[[F], F]:
     """Decorate a stage function ``f(cfg, ...)``: each call that returns logs its wall time as
-    ``stage`` (:func:`record_time`) in ``cfg``'s run."""
+    ``stage`` (:func:`record_time`) in ``cfg``'s run; a result whose ``reused`` is true (it
+    only loaded saved outputs) keeps the time of the run that made them."""
     def wrap(f: F) -> F:
         @functools.wraps(f)
         def run(cfg: Config, *args: Any, **kwargs: Any) -> Any:
             t0 = time.perf_counter()
             out = f(cfg, *args, **kwargs)
-            record_time(cfg, stage, time.perf_counter() - t0)
+            record_time(cfg, stage, time.perf_counter() - t0, reused=bool(getattr(out, "reused", False)))
             return out
         return typing.cast(F, run)
     return wrap

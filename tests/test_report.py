@@ -44,6 +44,17 @@ def test_timed_stage_functions_log_their_time_only_when_they_return(tmp_path):
     assert store.stage_times(cfg) == {}
     assert stage(cfg) == 7 and set(store.stage_times(cfg)) == {"my_stage"}
 
+    from types import SimpleNamespace
+
+    store.record_time(cfg, "loaded", 40.0)
+
+    @store.timed("loaded")
+    def reload(cfg):
+        return SimpleNamespace(reused=True)  # only loaded what a run before made
+
+    reload(cfg)
+    assert store.stage_times(cfg)["loaded"] == 40.0
+
 
 def test_metrics_are_built_from_the_store(tmp_path):
     """metrics.json holds the study's finished, enabled models from their result.json, the teacher

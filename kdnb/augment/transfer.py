@@ -9,7 +9,6 @@ rules+gpt2``; :func:`label_transfer_sets` labels it with
 from __future__ import annotations
 
 import math
-import time
 from typing import Optional
 
 import datasets
@@ -109,6 +108,7 @@ class TransferSets(dict):
     reused: bool = True
 
 
+@store.timed("teacher_logits")
 def label_transfer_sets(cfg: Config, dsd: datasets.DatasetDict, force: bool = False) -> dict[str, datasets.Dataset]:
     """Label every set of :func:`transfer_sets_needed` with the teacher's logits (notebook 03).
 
@@ -122,7 +122,7 @@ def label_transfer_sets(cfg: Config, dsd: datasets.DatasetDict, force: bool = Fa
         :class:`TransferSets`: ``{name: dataset}`` with :func:`transfer_input`'s columns plus
         ``teacher_logits`` ``(rows, num_labels)`` float32; ``.reused`` is True when every set
         was loaded from saved outputs (no teacher forward pass). The wall time is logged as the
-        stage ``teacher_logits`` (:func:`kdnb.store.record_time`; kept from the run that
+        stage ``teacher_logits`` (:func:`kdnb.store.timed`; kept from the run that
         labelled them when every set is reused).
     """
     from ..training.teacher import (
@@ -131,7 +131,6 @@ def label_transfer_sets(cfg: Config, dsd: datasets.DatasetDict, force: bool = Fa
         saved_teacher_logits,
     )
 
-    t0 = time.perf_counter()
     out = TransferSets()
 
     def label(ds: datasets.Dataset, name: str) -> datasets.Dataset:
@@ -158,7 +157,6 @@ def label_transfer_sets(cfg: Config, dsd: datasets.DatasetDict, force: bool = Fa
             out[name] = datasets.load_from_disk(str(path))
         else:
             out[name] = finish(path, datasets.concatenate_datasets([none, new]), meta, None)
-    store.record_time(cfg, "teacher_logits", time.perf_counter() - t0, reused=out.reused)
     return out
 
 
