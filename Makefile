@@ -20,7 +20,7 @@ PIPELINE_ARGS = --task $(TASK) --profile $(PROFILE) $(if $(FORCE),--force) $(if 
 
 TASKS   ?= cola sst2 sara
 
-.PHONY: help stages setup report thesis probing test lab notebooks clean
+.PHONY: help stages setup report thesis probing inventory test lab notebooks clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ thesis: setup ## every task of TASKS with PROFILE, then thesis_figures/index.md 
 	  $(PY) -m kdnb.pipeline --task $$t --profile $(PROFILE) $(if $(FORCE),--force) $(if $(QUIET),--quiet) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(ARGS); \
 	done
 	$(PY) -m kdnb.report --tasks $(TASKS) --profile $(PROFILE) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+inventory: setup ## list the models and artefacts of outputs/<task> (kind, key, loader; python -m kdnb.store)
+	$(PY) -m kdnb.store --task $(TASK) --profile $(PROFILE) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 probing: setup ## only the SentEval probing stage (05) for TASK, on the saved teacher and students
 	$(PY) -m kdnb.pipeline $(PIPELINE_ARGS) --only probing

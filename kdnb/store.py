@@ -9,10 +9,13 @@ learning curve (``learning_curve.csv``) and whether it was reused. ``finish`` al
 instead of guessing a model's kind from the files in its folder (a run saved before manifests
 existed gets one when it is next reused).
 
-Computed artefacts that are not models (teacher logits, augmented sets, probing features, word
-vectors, the efficiency table) are saved beside a JSON record of what they were computed from;
-:func:`saved_meta` is the one reuse check of those, :func:`open_dir` the one way a resumable
-computation claims its folder of partial results.
+A computed artefact that is not a model (teacher logits, augmented and transfer sets, POS tags,
+the GPT-2 LM, word vectors, probing features and probes, the efficiency table) is an
+:class:`Artefact`: kind, path, key and record, with the same ``saved(force)`` / ``finish(...)``
+protocol; each one finished or reused is listed in ``<out>/manifest.json`` with its kind and
+loader. :func:`open_dir` is the one way a resumable computation claims its folder of partial
+results (shards). ``python -m kdnb.store --task cola`` (``make inventory``) lists a run's
+models and artefacts (:func:`inventory`).
 
 The wall time of every stage that is not one model's training (data preparation, augmentation,
 teacher logits, the experiments, probing, each notebook) is logged by the stage function itself
@@ -28,6 +31,8 @@ students in ``<out>/students/<name>``, the exploration's students in ``<out>/opt
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import shutil
 import time
 import typing
@@ -38,7 +43,7 @@ from typing import Any, Callable, Optional, TypeVar
 import pandas as pd
 
 from .config import Config
-from .utils import read_json, write_json
+from .utils import atomic_path, read_json, write_json
 
 KINDS: dict[str, tuple[str, str]] = {  # the loaders' signatures differ: (cfg), (path), (cfg, name)
     "teacher": ("model", "kdnb.models.teacher:load_teacher"),
@@ -189,18 +194,124 @@ def finished(cfg: Config, name: str, kind: str, group: str = "students") -> Opti
 
 # ---- computed artefacts ---------------------------------------------------------------------
 
-def saved_meta(artefact: Path, meta_file: Path, meta: Any, force: bool = False,
-               field: Optional[str] = None) -> Optional[dict]:
-    """The record ``meta_file`` of a computed ``artefact`` when the artefact exists and the record
-    (its ``field``, if given) equals ``meta``, what the artefact would be computed from now;
-    None otherwise, or with ``force``."""
-    saved = read_json(meta_file)
-    if force or not saved or not Path(artefact).exists():
-        return None
-    return saved if (saved.get(field) if field else saved) == meta else None
+ARTEFACTS: dict[str, str] = {
+    "pos_tags": "datasets:load_from_disk",                          # (path)
+    "augmented_set": "kdnb.augment.shards:load_augmented",          # (cfg, method)
+    "gpt2_model": "kdnb.augment.gpt2:load_gpt2",                    # (cfg)
+    "teacher_logits": "datasets:load_from_disk",                    # (path): rows + ``teacher_logits``
+    "transfer_set": "kdnb.augment.transfer:load_transfer_set",      # (cfg, name)
+    "assistant_logits": "numpy:load",                               # (path)
+    "teacher_states": "kdnb.training.peakd:teacher_states",         # (cfg, transfer_set, dev)
+    "ptp_model": "torch:load",                                      # (path): the student's BERT state dict
+    "word_vectors": "kdnb.models.embeddings:word2vec_embeddings",   # (cfg, transfer_set)
+    "probing_features": "kdnb.analysis.probing.encoders:features",  # (cfg, encoder, data)
+    "probes": "kdnb.utils:read_json",                               # (path)
+    "efficiency": "pandas:read_csv",                                # (path)
+}
+"""``kind → loader ("module:function")`` of the computed artefacts that are not models; the
+comment gives each loader's arguments."""
 
 
-def open_dir(root: Path, meta: dict, force: bool = False) -> None:
+@dataclass
+class Artefact:
+    """One computed artefact that is not a model (a labelled transfer set, teacher logits,
+    probing features, word vectors, the efficiency table...): its kind, where it lives, what it
+    is computed from (its key), reuse and its record.
+
+    The record is a JSON file beside (or inside) the artefact: the key itself (``field`` None) or
+    ``{field: key, ...}`` with what the computation adds (``stats``, ``seconds``...). A saved
+    artefact is reused only while its record says the same key. Each finished or reused artefact
+    is listed in ``<root>/manifest.json`` (``artefacts``: path → kind, record, loader, key), the
+    output folder's inventory (``python -m kdnb.store <out>``).
+
+    Attributes:
+        kind: one of :data:`ARTEFACTS`.
+        path: the artefact (a file or a folder).
+        key: what it is computed from (a string or a JSON-able dict).
+        record: its record file (default ``<path>.json``: ``transfer/none`` → ``transfer/none.json``).
+        field: the record's field holding the key (None: the record is the key).
+        root: the output folder whose ``manifest.json`` lists it (:attr:`kdnb.config.Config.out`).
+    """
+
+    kind: str
+    path: Path
+    key: Any
+    root: Path
+    record: Optional[Path] = None
+    field: Optional[str] = None
+
+    def __post_init__(self):
+        if self.kind not in ARTEFACTS:
+            raise ValueError(f"kind must be one of {', '.join(ARTEFACTS)}, got {self.kind!r}")
+        self.path = Path(self.path)
+        self.record = Path(self.record) if self.record else self.path.with_name(self.path.name + ".json")
+
+    def saved(self, force: bool = False) -> Optional[dict]:
+        """The record of the artefact on disk under this key (None: none, another key, or
+        ``force``); listed in the manifest when found (outputs saved before it existed)."""
+        rec = read_json(self.record)
+        if force or not rec or not self.path.exists() or (rec.get(self.field) if self.field else rec) != self.key:
+            return None
+        self._register()
+        return rec
+
+    def finish(self, extra: Optional[dict] = None) -> dict:
+        """Write the record (the key, or ``{field: key, **extra}``) and list the artefact in the
+        manifest; returns the record. Call it last: the artefact must be complete on disk."""
+        rec = {self.field: self.key, **(extra or {})} if self.field else self.key
+        write_json(self.record, rec)
+        self._register()
+        return rec
+
+    def save_dataset(self, ds, extra: Optional[dict] = None, shards: Optional[Path] = None):
+        """Save the ``datasets.Dataset`` ``ds`` at :attr:`path` (Arrow, swapped in whole), then
+        :meth:`finish` with ``extra`` and remove the folder of partial ``shards`` it was built
+        from, if any. Returns the saved set, memory-mapped."""
+        import datasets
+
+        with atomic_path(self.path) as tmp:
+            ds.save_to_disk(str(tmp))
+        self.finish(extra)
+        if shards is not None:
+            shutil.rmtree(shards, ignore_errors=True)
+        return datasets.load_from_disk(str(self.path))
+
+    def claim(self, force: bool = False) -> None:
+        """Claim the folder :attr:`path` for partial results (per-layer features) under this key:
+        kept if its record says the same key, else (or with ``force``) emptied first
+        (:func:`open_dir`; the record must be ``<path>/meta.json``)."""
+        if self.record != self.path / "meta.json":
+            raise ValueError(f"{self.path}: a claimed folder keeps its record as meta.json, not {self.record}")
+        open_dir(self.path, self.key, force)
+
+    def _register(self) -> None:
+        def rel(p: Path) -> str:
+            try:
+                return str(p.resolve().relative_to(Path(self.root).resolve()))
+            except ValueError:
+                return str(p.resolve())
+
+        mfile = Path(self.root) / "manifest.json"
+        m = read_json(mfile) or {}
+        entry = {"kind": self.kind, "record": rel(self.record), "loader": ARTEFACTS[self.kind],
+                 "key": self.key if isinstance(self.key, str) else hashlib.sha256(
+                     json.dumps(self.key, sort_keys=True, default=str).encode()).hexdigest()[:12]}
+        arts = m.setdefault("artefacts", {})
+        if arts.get(rel(self.path)) != entry:
+            arts[rel(self.path)] = entry
+            m["artefacts"] = dict(sorted(arts.items()))
+            write_json(mfile, m)
+
+
+def artefacts(cfg: Config, kind: Optional[str] = None) -> dict[str, dict]:
+    """The artefacts ``<out>/manifest.json`` lists (of ``kind`` only, if given) that are still on
+    disk: ``path relative to <out> → {kind, record, loader, key}``."""
+    listed = (read_json(cfg.out / "manifest.json") or {}).get("artefacts", {})
+    return {p: e for p, e in listed.items()
+            if (kind is None or e["kind"] == kind) and (cfg.out / p).exists()}
+
+
+def open_dir(root: Path, meta: Any, force: bool = False) -> None:
     """Claim ``root`` for the partial results of a resumable computation (shards, per-layer
     features) made from ``meta``: kept if its ``meta.json`` says the same, else (or with
     ``force``) emptied first; then ``meta.json`` is written."""
@@ -248,3 +359,45 @@ def timed(stage: str) -> Callable[[F], F]:
             return out
         return typing.cast(F, run)
     return wrap
+
+
+# ---- inventory ------------------------------------------------------------------------------
+
+def inventory(cfg: Config) -> pd.DataFrame:
+    """What ``<out>`` holds: one row per trained model (its manifest and ``result.json``) and per
+    listed artefact, with ``what`` (``model``/``artefact``), ``kind``, ``path`` (relative to
+    ``<out>``), ``key``, ``loader`` and, for models, ``dev_score`` (fraction) and ``seconds``."""
+    rows = []
+    for path in [cfg.out / "teacher"] + [p for g in GROUPS for p in sorted((cfg.out / g).glob("*"))]:
+        m = manifest(path)
+        if m:
+            rec = read_json(path / "result.json") or {}
+            rows.append({"what": "model", "kind": m["kind"], "path": str(path.relative_to(cfg.out)), "key": m["key"],
+                         "loader": m["loader"], "dev_score": rec.get("dev_score"), "seconds": rec.get("seconds")})
+    for p, e in artefacts(cfg).items():
+        rows.append({"what": "artefact", "kind": e["kind"], "path": p, "key": e["key"], "loader": e["loader"]})
+    return pd.DataFrame(rows, columns=["what", "kind", "path", "key", "loader", "dev_score", "seconds"])
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """``python -m kdnb.store --task cola --profile cpu`` (``make inventory``): print
+    :func:`inventory` of that run's output folder."""
+    import argparse
+
+    from .config import load_config
+
+    ap = argparse.ArgumentParser(prog="python -m kdnb.store", description="list the models and artefacts of a run")
+    ap.add_argument("--task", required=True)
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--data-dir", default=None)
+    args = ap.parse_args(argv)
+    cfg = load_config(args.task, args.profile, data_dir=args.data_dir)
+    inv = inventory(cfg)
+    print(f"{cfg.out}: {int((inv['what'] == 'model').sum())} models, {int((inv['what'] == 'artefact').sum())} artefacts")
+    if len(inv):
+        print(inv.fillna("").to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

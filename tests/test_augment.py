@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from kdnb import augment as A
-from kdnb import experiments
-from kdnb.augment import gpt2, rules, shards
+from kdnb import experiments, store
+from kdnb.augment import gpt2, rules
 from kdnb.config import load_config
 from kdnb.data import load_task
 from kdnb.errors import ConfigError, StageInputError
@@ -219,7 +219,8 @@ def test_gpt2_rejects_pair_tasks(tmp_path):
 def _fake_augmented(cfg, method, sentences):
     ds = datasets.Dataset.from_dict({"sentence": sentences, "source": [method] * len(sentences),
                                      "origin": [-1] * len(sentences)})
-    shards.finish(A.augmented_dir(cfg, method), ds, {"config_hash": "x", "stats": {"kept": len(ds)}}, None)
+    store.Artefact("augmented_set", A.augmented_dir(cfg, method), "x", cfg.out, field="config_hash").save_dataset(
+        ds, {"stats": {"kept": len(ds)}})
 
 
 def test_transfer_input_composition(tmp_path, dsd):
@@ -353,8 +354,6 @@ def test_label_transfer_sets_labels_training_rows_once_and_reuses(tmp_path, dsd,
         np.testing.assert_array_equal(A.logits_array(ts)[:60], A.logits_array(sets["none"]))
     assert A.logits_array(sets["rules"]).shape == (80, 2)
     rows.clear()
-    from kdnb import store
-
     store.record_time(cfg, "teacher_logits", 123.0)  # as if the first labelling had taken that long
     again = A.label_transfer_sets(cfg, dsd)
     assert rows == [] and np.array_equal(A.logits_array(again["rules+gpt2"]), A.logits_array(sets["rules+gpt2"]))

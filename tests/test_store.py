@@ -1,7 +1,11 @@
-"""The run store (kdnb.store): keys, reuse, records and manifests of trained models."""
+"""The run store (kdnb.store): keys, reuse, records and manifests of trained models and computed artefacts."""
 
 from __future__ import annotations
 
+import importlib
+import shutil
+
+import datasets
 import pandas as pd
 import pytest
 
@@ -76,21 +80,49 @@ def test_run_names_are_one_folder_and_kinds_and_groups_are_known(cfg):
         store.Run("lstm", "x", cfg.out, "k")
 
 
-def test_a_computed_artefact_is_reused_only_with_its_record_and_under_its_meta(tmp_path):
-    from kdnb.utils import write_json
-
-    art, rec = tmp_path / "logits", tmp_path / "logits.json"
+def test_a_computed_artefact_is_reused_only_with_its_record_and_under_its_key(cfg):
+    path = cfg.out / "transfer" / "none"
     meta = {"teacher": "k", "rows": 3}
-    assert store.saved_meta(art, rec, meta) is None                   # nothing yet
-    write_json(rec, meta)
-    assert store.saved_meta(art, rec, meta) is None                   # a record without its artefact
-    art.mkdir()
-    assert store.saved_meta(art, rec, meta) == meta
-    assert store.saved_meta(art, rec, {**meta, "rows": 4}) is None    # other rows: recompute
-    assert store.saved_meta(art, rec, meta, force=True) is None
-    write_json(rec, {"key": "k1", "stats": {"n": 1}})
-    assert store.saved_meta(art, rec, "k1", field="key")["stats"] == {"n": 1}
-    assert store.saved_meta(art, rec, "k2", field="key") is None
+    art = store.Artefact("teacher_logits", path, meta, cfg.out)
+    assert art.record == cfg.out / "transfer" / "none.json"
+    assert art.saved() is None                                        # nothing yet
+    art.finish()
+    assert art.saved() is None                                        # a record without its artefact
+    path.mkdir(parents=True)
+    assert art.saved() == meta
+    assert store.Artefact("teacher_logits", path, {**meta, "rows": 4}, cfg.out).saved() is None  # other rows
+    assert art.saved(force=True) is None
+    keyed = store.Artefact("probes", cfg.out / "p.json", "k1", cfg.out, record=cfg.out / "p.json", field="key")
+    assert keyed.finish({"layers": {"E": 1}}) == {"key": "k1", "layers": {"E": 1}}
+    assert keyed.saved()["layers"] == {"E": 1}
+    assert store.Artefact("probes", keyed.path, "k2", cfg.out, record=keyed.record, field="key").saved() is None
+    with pytest.raises(ValueError, match="kind must be one of"):
+        store.Artefact("logits", path, meta, cfg.out)
+
+
+def test_the_output_folder_manifest_lists_each_artefact_with_its_kind_and_loader(cfg):
+    ds = store.Artefact("transfer_set", cfg.out / "transfer" / "rules", {"none": 1}, cfg.out).save_dataset(
+        datasets.Dataset.from_dict({"sentence": ["a", "b"]}))
+    assert ds["sentence"] == ["a", "b"]
+    listed = store.artefacts(cfg)
+    assert listed == {"transfer/rules": {"kind": "transfer_set", "record": "transfer/rules.json",
+                                          "loader": "kdnb.augment.transfer:load_transfer_set",
+                                          "key": listed["transfer/rules"]["key"]}}
+    mod, fn = listed["transfer/rules"]["loader"].split(":")
+    assert callable(getattr(importlib.import_module(mod), fn))
+    # an artefact saved before manifests existed is listed when it is next reused
+    (cfg.out / "manifest.json").unlink()
+    assert store.Artefact("transfer_set", cfg.out / "transfer" / "rules", {"none": 1}, cfg.out).saved()
+    assert list(store.artefacts(cfg, kind="transfer_set")) == ["transfer/rules"]
+    assert store.artefacts(cfg, kind="probes") == {}
+    shutil.rmtree(cfg.out / "transfer")                              # gone from disk: not listed
+    assert store.artefacts(cfg) == {}
+
+
+def test_every_loader_the_store_names_exists():
+    for loader in [v for _, v in store.KINDS.values()] + list(store.ARTEFACTS.values()):
+        mod, fn = loader.split(":")
+        assert callable(getattr(importlib.import_module(mod), fn)), loader
 
 
 def test_a_resumable_computation_keeps_its_partial_results_only_under_the_same_meta(tmp_path):

@@ -53,7 +53,6 @@ from .. import store
 from ..config import Config
 from ..data import load_task, score
 from ..models.common import count_parameters
-from ..utils import write_json
 
 PADDED, REAL = "padded to {n}", "real lengths"
 SCHEMA = 2
@@ -340,8 +339,10 @@ def efficiency_table(cfg: Config, force: bool = False, *, bert_large_too: Option
     key = {"schema": SCHEMA, "analysis": cfg.section_hash("analysis", "bilstm", "teacher"),
            "bert_large": bert_large_too,
            "repeats": repeats, "threads": threads, "gpu": gpu, "models": _fingerprint(cfg), "torch": torch.__version__}
-    if store.saved_meta(cfg.out / "efficiency.csv", cfg.out / "efficiency.json", key, force, field="key"):
-        return pd.read_csv(cfg.out / "efficiency.csv")
+    art = store.Artefact("efficiency", cfg.out / "efficiency.csv", key, cfg.out, record=cfg.out / "efficiency.json",
+                         field="key")
+    if art.saved(force):
+        return pd.read_csv(art.path)
 
     tdir = store.run_dir(cfg, "teacher") / "model"
     tok_path = tdir if tdir.is_dir() else resolve_model_path(cfg.teacher.model_name_or_path)
@@ -402,8 +403,7 @@ def efficiency_table(cfg: Config, force: bool = False, *, bert_large_too: Option
     from ..report import save_table
 
     save_table(cfg, df, "efficiency")
-    write_json(cfg.out / "efficiency.json", {
-        "key": key, "machine": platform_info(threads), "sentences": cfg.analysis.bench_sentences, "raw": raw})
+    art.finish({"machine": platform_info(threads), "sentences": cfg.analysis.bench_sentences, "raw": raw})
     return df
 
 

@@ -27,16 +27,13 @@ from .. import store
 from ..config import Config
 from ..data import content_hash
 from ..errors import ConfigError, StageInputError
-from ..utils import Timer, atomic_path, set_seed, tqdm, write_json
+from ..utils import Timer, atomic_path, set_seed, tqdm
 from .shards import (
     AugmentResult,
     augmented_dir,
     column,
-    finish,
-    open_shards,
     row_key,
     row_keys,
-    saved_meta,
     training_sentences,
     write_shard,
 )
@@ -194,7 +191,8 @@ def train_gpt2(cfg: Config, dsd: datasets.DatasetDict, force: bool = False) -> d
                           "(use transfer_set: rules).")
     mdir = cfg.out / "augmented" / "gpt2_model"
     key = _gpt2_model_key(cfg, train)
-    saved = saved_meta(mdir, key, force)
+    art = store.Artefact("gpt2_model", mdir, key, cfg.out, field="config_hash")
+    saved = art.saved(force)
     if saved:
         return {**saved, "reused": True}
 
@@ -240,15 +238,14 @@ def train_gpt2(cfg: Config, dsd: datasets.DatasetDict, force: bool = False) -> d
     model = accelerator.unwrap_model(model)
     curve = [{("dev_perplexity" if k == "dev_score" else k): v for k, v in r.items()} for r in fr.curve]
     first_ids, first_p = first_subword_distribution(enc)
-    rec = {"config_hash": key, "model": g.model_name_or_path, "description": desc,
+    rec = {"model": g.model_name_or_path, "description": desc,
            "n_params": sum(p.numel() for p in model.parameters()), "dev_perplexity": fr.best_score,
            "curve": curve, "seconds": round(fr.seconds, 2), "training_sentences": len(enc),
            "first_subwords": {"ids": first_ids.tolist(), "p": first_p.tolist()}}
     with atomic_path(mdir) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-    write_json(mdir.with_name("gpt2_model.json"), rec)
-    return {**rec, "reused": False}
+    return {**art.finish(rec), "reused": False}
 
 
 def load_gpt2(cfg: Config):
@@ -400,7 +397,8 @@ def augment_gpt2(cfg: Config, dsd: datasets.DatasetDict, force: bool = False,
     shard_meta = {"config_hash": f"{lm['config_hash']}-{cfg.augment.shard_size}-"
                   + hashlib.sha256(repr(sorted(gen_keys.items())).encode()).hexdigest()[:12]}
     meta = {"config_hash": f"{shard_meta['config_hash']}-{g.n_sentences}"}
-    saved = saved_meta(out, meta["config_hash"], force)
+    art = store.Artefact("augmented_set", out, meta["config_hash"], cfg.out, field="config_hash")
+    saved = art.saved(force)
     if saved:
         return AugmentResult("gpt2", datasets.load_from_disk(str(out)), saved["stats"], reused=True)
 
@@ -412,7 +410,7 @@ def augment_gpt2(cfg: Config, dsd: datasets.DatasetDict, force: bool = False,
     first_ids = np.array(lm["first_subwords"]["ids"], dtype=np.int64)
     first_p = np.array(lm["first_subwords"]["p"], dtype=np.float64)
     root = out.with_name(out.name + ".shards")
-    open_shards(root, shard_meta, force)
+    store.open_dir(root, shard_meta, force)
     S = cfg.augment.shard_size
     max_shards = math.ceil(5 * g.n_sentences / S)
     seen = set(row_keys(train))
@@ -465,6 +463,6 @@ def augment_gpt2(cfg: Config, dsd: datasets.DatasetDict, force: bool = False,
              "device": str(dev), "model": lm["model"], "description": lm["description"],
              "lm_seconds": lm["seconds"], "lm_dev_perplexity": lm["dev_perplexity"], "lm_n_params": lm["n_params"]}
     cols = ["sentence", "source", "origin", "first_subword", "n_subwords"]
-    ds = finish(out, ds.select_columns(cols), {**meta, "stats": stats}, root)
+    ds = art.save_dataset(ds.select_columns(cols), {"stats": stats}, shards=root)
     store.record_time(cfg, "augment_gpt2", stats["seconds"] + (lm["seconds"] or 0))  # LM training + sampling
     return AugmentResult("gpt2", ds, stats, reused=False)

@@ -28,10 +28,7 @@ from .shards import (
     AugmentResult,
     augmented_dir,
     column,
-    finish,
-    open_shards,
     row_keys,
-    saved_meta,
     text_columns,
     training_sentences,
     write_shard,
@@ -183,7 +180,8 @@ def _tagged(cfg: Config, train: datasets.Dataset, nlp_loader: Callable, force: b
     """POS tags of the training sentences, cached as ``<out>/augmented/rules.tags`` (Arrow)."""
     out = cfg.out / "augmented" / "rules.tags"
     key = f"{cfg.augment.rules.spacy_model}-{content_hash(train)}"
-    if saved_meta(out, key, force):
+    art = store.Artefact("pos_tags", out, key, cfg.out, field="config_hash")
+    if art.saved(force):
         return datasets.load_from_disk(str(out))
     nlp = nlp_loader()
     cols: dict[str, list] = {}
@@ -193,7 +191,7 @@ def _tagged(cfg: Config, train: datasets.Dataset, nlp_loader: Callable, force: b
         cols[f"{c}_spaces"] = [s for _, s, _ in tagged]
         cols[f"{c}_tags"] = [g for _, _, g in tagged]
     model = f"{nlp.meta.get('lang')}_{nlp.meta.get('name')}-{nlp.meta.get('version')}"
-    return finish(out, datasets.Dataset.from_dict(cols), {"config_hash": key, "spacy": model}, None)
+    return art.save_dataset(datasets.Dataset.from_dict(cols), {"spacy": model})
 
 
 def augment_rules(cfg: Config, dsd: datasets.DatasetDict, force: bool = False,
@@ -221,7 +219,8 @@ def augment_rules(cfg: Config, dsd: datasets.DatasetDict, force: bool = False,
     train = training_sentences(cfg, dsd)
     out = augmented_dir(cfg, "rules")
     meta = _rules_meta(cfg, train)
-    saved = saved_meta(out, meta["config_hash"], force)
+    art = store.Artefact("augmented_set", out, meta["config_hash"], cfg.out, field="config_hash")
+    saved = art.saved(force)
     if saved:
         return AugmentResult("rules", datasets.load_from_disk(str(out)), saved["stats"], reused=True)
 
@@ -237,7 +236,7 @@ def augment_rules(cfg: Config, dsd: datasets.DatasetDict, force: bool = False,
         per_shard = max(1, cfg.augment.shard_size // rc.n_iter)
         n_shards = max(1, math.ceil(len(train) / per_shard))
         root = out.with_name(out.name + ".shards")
-        open_shards(root, meta, force)
+        store.open_dir(root, meta, force)
 
         def make(k: int) -> datasets.Dataset:
             rng = np.random.default_rng([cfg.seed, k])
@@ -269,7 +268,7 @@ def augment_rules(cfg: Config, dsd: datasets.DatasetDict, force: bool = False,
         ds = ds.add_column("source", ["rules"] * len(ds))
     stats = {"generated": len(allgen), "unique": n_unique, "kept": len(ds), "seconds": round(timer.seconds, 2),
              "n_iter": rc.n_iter, "training_sentences": len(train), "spacy_model": _spacy_name(cfg)}
-    ds = finish(out, ds.select_columns([*sides, "source", "origin"]), {**meta, "stats": stats}, root)
+    ds = art.save_dataset(ds.select_columns([*sides, "source", "origin"]), {"stats": stats}, shards=root)
     store.record_time(cfg, "augment_rules", stats["seconds"])
     return AugmentResult("rules", ds, stats, reused=False)
 

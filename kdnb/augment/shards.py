@@ -9,20 +9,17 @@ the first missing shard and yields the same set; finished outputs are reused whi
 from __future__ import annotations
 
 import hashlib
-import shutil
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable
 
 import datasets
 
 from ..config import Config, TransferSet
 from ..data import subsample
 from ..errors import StageInputError
-from ..store import open_dir
-from ..store import saved_meta as store_saved_meta
-from ..utils import atomic_path, read_json, write_json
+from ..utils import atomic_path, read_json
 
 METHODS = ("rules", "gpt2")
 TRANSFER_SETS: tuple[str, ...] = typing.get_args(TransferSet)
@@ -110,11 +107,6 @@ def row_keys(ds: datasets.Dataset, batch_size: int = 10_000) -> Iterable[int]:
         yield from (row_key(*t) for t in zip(*(batch[c] for c in cols)))
 
 
-def open_shards(root: Path, meta: dict, force: bool) -> None:
-    """Create ``root`` for shards; wipe it first if it belongs to other parameters (or ``force``)."""
-    open_dir(root, meta, force)
-
-
 def write_shard(root: Path, k: int, make: Callable[[], datasets.Dataset]) -> tuple[datasets.Dataset, bool]:
     """Load shard ``k`` of ``root`` if complete, else build it with ``make()`` and save it
     atomically. Returns ``(shard, built)``."""
@@ -125,20 +117,6 @@ def write_shard(root: Path, k: int, make: Callable[[], datasets.Dataset]) -> tup
     with atomic_path(path) as tmp:
         part.save_to_disk(str(tmp))
     return datasets.load_from_disk(str(path)), True
-
-
-def finish(out_dir: Path, ds: datasets.Dataset, meta: dict, shard_root: Optional[Path]) -> datasets.Dataset:
-    with atomic_path(out_dir) as tmp:
-        ds.save_to_disk(str(tmp))
-    write_json(out_dir.with_name(out_dir.name + ".json"), meta)
-    if shard_root is not None:
-        shutil.rmtree(shard_root, ignore_errors=True)
-    return datasets.load_from_disk(str(out_dir))
-
-
-def saved_meta(out_dir: Path, key: str, force: bool) -> Optional[dict]:
-    """The record ``<out_dir>.json`` of a saved set when it was made under ``key`` (its ``config_hash``)."""
-    return store_saved_meta(out_dir, out_dir.with_name(out_dir.name + ".json"), key, force, field="config_hash")
 
 
 def load_augmented(cfg: Config, method: str) -> AugmentResult:

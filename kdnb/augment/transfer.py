@@ -26,7 +26,6 @@ from .shards import (
     TRANSFER_SETS,
     AugmentResult,
     column,
-    finish,
     load_augmented,
     methods_needed,
     row_keys,
@@ -125,22 +124,18 @@ def label_transfer_sets(cfg: Config, dsd: datasets.DatasetDict, force: bool = Fa
         stage ``teacher_logits`` (:func:`kdnb.store.timed`; kept from the run that
         labelled them when every set is reused).
     """
-    from ..training.teacher import (
-        _logits_meta,
-        compute_teacher_logits,
-        saved_teacher_logits,
-    )
+    from ..training.teacher import compute_teacher_logits, logits_artefact
 
     out = TransferSets()
 
     def label(ds: datasets.Dataset, name: str) -> datasets.Dataset:
-        path, shard_size = transfer_dir(cfg, name), cfg.augment.shard_size
-        meta = _logits_meta(cfg, ds, shard_size)  # hashes the rows' text: once, for both calls
-        if not force and (saved := saved_teacher_logits(cfg, ds, path, shard_size, meta)) is not None:
-            return saved
+        shard_size = cfg.augment.shard_size
+        art = logits_artefact(cfg, ds, transfer_dir(cfg, name), shard_size)  # hashes the rows' text once
+        if art.saved(force):
+            return datasets.load_from_disk(str(art.path))
         out.reused = False
-        return compute_teacher_logits(cfg, ds, path, shard_size=shard_size, force=force,
-                                      desc=f"teacher logits ({name})", meta=meta)
+        return compute_teacher_logits(cfg, ds, art.path, shard_size=shard_size, force=force,
+                                      desc=f"teacher logits ({name})", meta=art.key)
 
     none = label(transfer_input(cfg, dsd, "none"), "none")
     for name in transfer_sets_needed(cfg):
@@ -153,10 +148,11 @@ def label_transfer_sets(cfg: Config, dsd: datasets.DatasetDict, force: bool = Fa
         meta = {"none": read_json(path.with_name("none.json")),
                 "augmented": read_json(path.with_name(f"{name}.augmented.json")),
                 "teacher_config_hash": store.record(cfg).get("config_hash")}
-        if store.saved_meta(path, path.with_name(f"{name}.json"), meta, force):
+        art = store.Artefact("transfer_set", path, meta, cfg.out)
+        if art.saved(force):
             out[name] = datasets.load_from_disk(str(path))
         else:
-            out[name] = finish(path, datasets.concatenate_datasets([none, new]), meta, None)
+            out[name] = art.save_dataset(datasets.concatenate_datasets([none, new]))
     return out
 
 

@@ -41,8 +41,8 @@ import torch
 
 from ..config import Config, Word2VecConfig
 from ..errors import ConfigError
-from ..store import saved_meta
-from ..utils import atomic_path, write_json
+from ..store import Artefact
+from ..utils import atomic_path
 
 PAD, UNK = "[PAD]", "[UNK]"
 """Special words: ids 0 and 1 of every word vocabulary built here."""
@@ -284,7 +284,8 @@ def word2vec_embeddings(cfg: Config, transfer_set, force: bool = False) -> Word2
                "mtime": p.stat().st_mtime if p.is_file() else None}
     meta = {"word2vec": repr(sorted(vars(wc).items())), "seed": cfg.seed, "mask": cfg.augment.rules.mask_token,
             "texts": content_hash(transfer_set), "rows": len(transfer_set), "file": src}
-    saved = saved_meta(out / "embedding.pt", out / "word2vec.json", meta, force, field="meta")
+    art = Artefact("word_vectors", out, meta, cfg.out, record=out / "word2vec.json", field="meta")
+    saved = art.saved(force)
     if saved:
         tok = PreTrainedTokenizerFast.from_pretrained(out / "tokenizer")
         return Word2VecEmbeddings(torch.load(out / "embedding.pt", weights_only=True), tok, saved["stats"], True)
@@ -313,5 +314,5 @@ def word2vec_embeddings(cfg: Config, transfer_set, force: bool = False) -> Word2
         tmp.mkdir()
         torch.save(weights, tmp / "embedding.pt")
         tok.save_pretrained(tmp / "tokenizer")
-        write_json(tmp / "word2vec.json", {"meta": meta, "stats": stats})
+    art.finish({"stats": stats})
     return Word2VecEmbeddings(weights, tok, stats, False)

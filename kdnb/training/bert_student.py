@@ -26,7 +26,7 @@ from ..models.bert_inputs import logits as bert_logits
 from ..models.bert_student import BertStudent, DistillationModel, build_bert_student
 from ..models.common import count_parameters, layer_map
 from ..store import Run, RunResult, run_dir
-from ..utils import atomic_path, get_logger, set_seed, write_json
+from ..utils import atomic_path, get_logger, set_seed
 from . import losses
 from .fit import (
     fit,
@@ -361,9 +361,10 @@ def teacher_assistant(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets
     ta = distill_bert_student(ta_cfg, transfer_set, dsd, name=ta_name, method=None, force=force)
     sdir, ta_key = ta.dir, ta.record["config_hash"]
     meta = {"assistant": ta_key, "transfer": transfer_set._fingerprint, "rows": len(transfer_set)}
-    cache, cache_meta = sdir / "transfer_logits.npy", sdir / "transfer_logits.json"
-    if store.saved_meta(cache, cache_meta, meta, force):
-        logits = np.load(cache)
+    art = store.Artefact("assistant_logits", sdir / "transfer_logits.npy", meta, cfg.out,
+                         record=sdir / "transfer_logits.json")
+    if art.saved(force):
+        logits = np.load(art.path)
     else:
         from ..models.teacher import load_tokenizer
 
@@ -371,10 +372,10 @@ def teacher_assistant(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets
         model = accelerator.prepare_model(load_bert_student(ta_cfg, ta_name), evaluation_mode=True)
         collate = BertCollate(load_tokenizer(cfg), bc.max_length)
         logits = predict_logits(model, transfer_set, collate, bc.eval_batch_size, bert_logits, accelerator).numpy()
-        with atomic_path(cache) as tmp:
+        with atomic_path(art.path) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, logits)
-        write_json(cache_meta, meta)
+        art.finish()
     relabelled = transfer_set.remove_columns("teacher_logits").add_column(
         "teacher_logits", logits.astype(np.float32).tolist(), new_fingerprint=f"{ta_key}-{transfer_set._fingerprint}",
         feature=datasets.Sequence(datasets.Value("float32")))

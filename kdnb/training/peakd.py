@@ -146,7 +146,8 @@ def teacher_states(cfg: Config, transfer_set: datasets.Dataset, dev: datasets.Da
     teacher_key = store.record(cfg).get("config_hash")
     meta = {"teacher": teacher_key, "rows": len(transfer_set), "content": content_hash(transfer_set),
             "dev": content_hash(dev), "max_length": cfg.peakd.max_length}
-    if store.saved_meta(out / "cls.npy", out / "meta.json", meta, force):
+    art = store.Artefact("teacher_states", out, meta, cfg.out, record=out / "meta.json")
+    if art.saved(force):
         arrays = {n: np.load(out / f"{n}.npy", mmap_mode="r") for n in ("logits", "cls", "dev_logits")}
         return TeacherStates(**arrays, num_layers=arrays["cls"].shape[1] - 1, reused=True)
 
@@ -180,7 +181,7 @@ def teacher_states(cfg: Config, transfer_set: datasets.Dataset, dev: datasets.Da
         tmp.mkdir()
         for name, arr in (("logits", logits), ("cls", cls), ("dev_logits", dev_logits)):
             np.save(tmp / f"{name}.npy", arr)
-        write_json(tmp / "meta.json", meta)
+    art.finish()
     return TeacherStates(logits, cls, dev_logits, cls.shape[1] - 1, reused=False)
 
 
@@ -294,10 +295,11 @@ def distill_peakd(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets.Dat
         dev_ptp = ptp_labels(torch.tensor(np.asarray(states.dev_logits)), torch.as_tensor(dev_labels),
                              pc.ptp_threshold).numpy()
         ptp_counts = {PTP_LABELS[i]: int((ptp_y == i).sum()) for i in range(len(PTP_LABELS))}
-        ptp_file = sdir / "ptp_model.pt"
-        ptp_state = store.saved_meta(ptp_file, sdir / "ptp.json", key, force, field="key")
+        ptp_art = store.Artefact("ptp_model", sdir / "ptp_model.pt", key, cfg.out, record=sdir / "ptp.json",
+                                 field="key")
+        ptp_state = ptp_art.saved(force)
         if ptp_state:
-            model.bert.load_state_dict(torch.load(ptp_file, map_location="cpu", weights_only=True))
+            model.bert.load_state_dict(torch.load(ptp_art.path, map_location="cpu", weights_only=True))
             ptp_seconds = float(ptp_state.get("seconds", 0.0))
         else:
             labelled = [r for r in rows if ptp_y[r["row"]] >= 0]
@@ -307,12 +309,11 @@ def distill_peakd(cfg: Config, transfer_set: datasets.Dataset, dsd: datasets.Dat
             ptp_model, curve, ptp_seconds = _pretrain_ptp(cfg, model, labelled, ptp_y, dev_rows, dev_ptp, tokenizer,
                                                           seed, sdir, key, name)
             write_csv(pd.DataFrame(curve), sdir / "ptp_curve.csv")
-            with atomic_path(ptp_file) as tmp:
+            with atomic_path(ptp_art.path) as tmp:
                 torch.save(ptp_model.bert.state_dict(), tmp)
             best = max(curve, key=lambda r: (r["dev_ptp_accuracy"], -r["epoch"]))
-            write_json(sdir / "ptp.json", {"key": key, "seconds": ptp_seconds, "counts": ptp_counts,
-                                           "epochs": len(curve), "best_epoch": best["epoch"],
-                                           "best_dev_ptp_accuracy": best["dev_ptp_accuracy"]})
+            ptp_art.finish({"seconds": ptp_seconds, "counts": ptp_counts, "epochs": len(curve),
+                            "best_epoch": best["epoch"], "best_dev_ptp_accuracy": best["dev_ptp_accuracy"]})
             model.bert = ptp_model.bert.cpu()
             del ptp_model
 

