@@ -1,5 +1,6 @@
 """The run store: one object per trained model of the study (the teacher, a BiLSTM, a BERT
-student, a Pea-KD student) that owns its folder, its key, reuse and its records.
+student, a Pea-KD student) and per computed artefact (transfer sets, teacher logits, probing
+features...) that owns its path, its key, reuse and its records.
 
 A stage asks for a :class:`Run` (kind, name, folder, key), returns ``run.saved(force)`` when a
 finished run with the same key is on disk, else trains and returns ``run.finish(record)``.
@@ -14,7 +15,7 @@ the GPT-2 LM, word vectors, probing features and probes, the efficiency table) i
 :class:`Artefact`: kind, path, key and record, with the same ``saved(force)`` / ``finish(...)``
 protocol; each one finished or reused is listed in ``<out>/manifest.json`` with its kind and
 loader. :func:`open_dir` is the one way a resumable computation claims its folder of partial
-results (shards). ``python -m kdnb.store --task cola`` (``make inventory``) lists a run's
+results (shards). ``python -m kdnb.store --task cola --profile cpu`` (``make inventory``) lists a run's
 models and artefacts (:func:`inventory`).
 
 The wall time of every stage that is not one model's training (data preparation, augmentation,
@@ -222,7 +223,7 @@ class Artefact:
     ``{field: key, ...}`` with what the computation adds (``stats``, ``seconds``...). A saved
     artefact is reused only while its record says the same key. Each finished or reused artefact
     is listed in ``<root>/manifest.json`` (``artefacts``: path → kind, record, loader, key), the
-    output folder's inventory (``python -m kdnb.store <out>``).
+    output folder's inventory (:func:`inventory`, ``python -m kdnb.store --task <task>``).
 
     Attributes:
         kind: one of :data:`ARTEFACTS`.
@@ -376,7 +377,7 @@ def inventory(cfg: Config) -> pd.DataFrame:
                          "loader": m["loader"], "dev_score": rec.get("dev_score"), "seconds": rec.get("seconds")})
     for p, e in artefacts(cfg).items():
         rows.append({"what": "artefact", "kind": e["kind"], "path": p, "key": e["key"], "loader": e["loader"]})
-    return pd.DataFrame(rows, columns=["what", "kind", "path", "key", "loader", "dev_score", "seconds"])
+    return pd.DataFrame(rows, columns=["what", "kind", "path", "key", "dev_score", "seconds", "loader"])
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -393,9 +394,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = ap.parse_args(argv)
     cfg = load_config(args.task, args.profile, data_dir=args.data_dir)
     inv = inventory(cfg)
-    print(f"{cfg.out}: {int((inv['what'] == 'model').sum())} models, {int((inv['what'] == 'artefact').sum())} artefacts")
+    print(f"{cfg.out}: models {int((inv['what'] == 'model').sum())}, artefacts {int((inv['what'] == 'artefact').sum())}")
     if len(inv):
-        print(inv.fillna("").to_string(index=False))
+        inv["dev_score"] = (100 * inv["dev_score"].astype(float)).round(1)
+        inv["seconds"] = inv["seconds"].astype(float).round(1)
+        inv["key"] = inv["key"].str[:16]  # enough to tell runs apart; the manifests hold the whole key
+        print(inv.rename(columns={"dev_score": "dev (%)"}).to_string(index=False, na_rep=""))
     return 0
 
 

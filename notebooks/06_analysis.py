@@ -199,17 +199,10 @@ speed_png
 # `outputs/<task>/optuna.db` and resumes where it stopped.
 
 # %%
-trials = explore.size_map_trials(cfg, "bilstm")  # empty unless analysis.optuna_trials > 0
-if len(trials):
-    report.save_table(cfg, trials, "optuna_trials")
+trials, size_map_png = explore.size_map(cfg, "bilstm")  # empty unless analysis.optuna_trials > 0
 trials
 
 # %%
-size_map_png = None
-if len(trials):
-    m = explore.SIZE_MAPS["bilstm"]
-    fig = figures.plot_size_map(trials, m["x"], m["y"], "best dev (%)", cfg.task, f"best dev {metric} {m['title']}")
-    size_map_png = report.save_figure(cfg, fig, "bilstm_size_map")
 size_map_png
 
 # %% [markdown]
@@ -241,16 +234,8 @@ emb_png
 # lives in `outputs/<task>/optuna.db` beside the BiLSTM's and resumes where it stopped.
 
 # %%
-bert_trials = explore.size_map_trials(cfg, "bert_student")  # empty unless analysis.optuna_bert_trials > 0
-if len(bert_trials):
-    report.save_table(cfg, bert_trials, "optuna_bert_trials")
+bert_trials, bert_size_map_png = explore.size_map(cfg, "bert_student")  # empty unless analysis.optuna_bert_trials > 0
 bert_trials
 
 # %%
-bert_size_map_png = None
-if len(bert_trials):
-    m = explore.SIZE_MAPS["bert_student"]
-    fig = figures.plot_size_map(bert_trials, m["x"], m["y"], "best dev (%)", cfg.task,
-                                f"best dev {metric} {m['title']}")
-    bert_size_map_png = report.save_figure(cfg, fig, "bert_student_size_map")
 bert_size_map_png

@@ -363,7 +363,8 @@ def _optuna_stand_in(tmp_path, **overrides):
     from kdnb.models.teacher import load_tokenizer, resolve_model_path
     from kdnb.utils import write_json
 
-    cfg = load_config("cola", "smoke", overrides={"output_dir": str(tmp_path / "out"), **overrides})
+    cfg = load_config("cola", "smoke", overrides={"output_dir": str(tmp_path / "out"),
+                                                "figures_dir": str(tmp_path / "figs"), **overrides})
     tdir = cfg.out / "teacher" / "model"
     AutoModelForSequenceClassification.from_pretrained(resolve_model_path(cfg.teacher.model_name_or_path),
                                                        num_labels=2).save_pretrained(tdir)
@@ -449,7 +450,9 @@ def test_size_map_trials_runs_the_study_on_notebook_04s_transfer_set(tmp_path, m
                                                        "analysis.optuna_trials": 1})
     monkeypatch.setattr(augment, "load_transfer_set", lambda c: transfer)
     monkeypatch.setattr(data, "load_task", lambda task, path: dsd)
-    table = explore.size_map_trials(cfg, "bilstm")
+    table, png = explore.size_map(cfg, "bilstm")  # the trials, saved as a table and drawn
+    assert png == cfg.figure_path("bilstm_size_map", "png") and png.is_file()
+    assert pd.read_csv(cfg.out / "optuna_trials.csv")["best dev"].tolist() == pytest.approx(table["best dev"].tolist())
     assert len(table) == 1 and table["best dev (%)"].iloc[0] == pytest.approx(100 * table["best dev"].iloc[0])
     assert table["embedding"].iloc[0] in {f"{e}, {m}" for e in ("teacher_wordpiece", "random")
                                           for m in ("non-static", "multichannel")}
@@ -458,5 +461,6 @@ def test_size_map_trials_runs_the_study_on_notebook_04s_transfer_set(tmp_path, m
     off = load_config("cola", "smoke", overrides={"output_dir": str(tmp_path / "off"), "analysis.optuna_trials": 0})
     monkeypatch.setattr(augment, "load_transfer_set", lambda c: pytest.fail("loaded with no trials asked"))
     assert explore.size_map_trials(off, "bilstm").empty
+    assert explore.size_map(off, "bilstm")[1] is None and not (off.out / "optuna_trials.csv").exists()
     with pytest.raises(ValueError, match="unknown student 'lstm'"):
         explore.size_map_trials(cfg, "lstm")

@@ -136,3 +136,20 @@ def test_a_resumable_computation_keeps_its_partial_results_only_under_the_same_m
     (root / "shard-00000").write_text("done")
     store.open_dir(root, {"k": 2})
     assert not (root / "shard-00000").exists() and read_json(root / "meta.json") == {"k": 2}
+
+
+def test_the_inventory_lists_a_runs_models_and_artefacts(cfg, monkeypatch, capsys):
+    _train(store.Run("bilstm", "bilstm", store.run_dir(cfg, "bilstm"), key="k1"), 0.4)
+    art = store.Artefact("efficiency", cfg.out / "efficiency.csv", {"threads": 1}, cfg.out, field="key")
+    art.path.write_text("model\n")
+    art.finish({"raw": []})
+    inv = store.inventory(cfg)
+    assert inv[["what", "kind", "path"]].values.tolist() == [["model", "bilstm", "students/bilstm"],
+                                                             ["artefact", "efficiency", "efficiency.csv"]]
+    assert inv["dev_score"].iloc[0] == 0.4 and inv["loader"].iloc[1] == "pandas:read_csv"
+    import kdnb.config
+
+    monkeypatch.setattr(kdnb.config, "load_config", lambda task, profile, data_dir=None: cfg)
+    assert store.main(["--task", "cola", "--profile", "smoke"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].endswith("models 1, artefacts 1") and "40.0" in out

@@ -354,3 +354,26 @@ def size_map_trials(cfg: Config, student: str) -> pd.DataFrame:
             trials["embedding"] = trials["embedding"] + ", " + trials["embedding_mode"]
         trials["best dev (%)"] = 100 * trials["best dev"]
     return trials
+
+
+def size_map(cfg: Config, student: str) -> tuple[pd.DataFrame, Optional[Path]]:
+    """Notebook 06's size map of ``student`` (``bilstm``, ``bert_student``): the
+    :func:`size_map_trials` table, saved as ``<out>/<trials_key>.csv``, and its heat map of the
+    best dev score over the axes of :data:`SIZE_MAPS`, saved as
+    ``<figures>/<task>_<student>_size_map.png`` (and ``.pdf``).
+
+    Returns:
+        ``(trials, png path)``; ``(empty table, None)`` when ``analysis.<trials_key>`` is 0.
+    """
+    from ..data import task_spec
+    from ..figures import plot_size_map
+    from ..report import save_figure, save_table
+
+    trials = size_map_trials(cfg, student)
+    if not len(trials):
+        return trials, None
+    m = SIZE_MAPS[student]
+    save_table(cfg, trials, m["trials_key"])
+    fig = plot_size_map(trials, m["x"], m["y"], "best dev (%)", cfg.task,
+                        f"best dev {task_spec(cfg.task).metric_label} {m['title']}")
+    return trials, save_figure(cfg, fig, f"{student}_size_map")
