@@ -16,9 +16,10 @@ import sys
 from .config import load_config
 from .pipeline import KERNEL_ARGS, notebooks
 from .stages import NOTEBOOKS_DIR
-from .utils import get_logger
+from .utils import PROGRESS_ENV, get_logger
 
 QUIET = {  # progress bars and warnings would only bloat the stored outputs
+    PROGRESS_ENV: "off",  # kdnb's own bars (kdnb.utils.tqdm): TQDM_DISABLE yields to an explicit disable=
     "TQDM_DISABLE": "1",
     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
     "TRANSFORMERS_VERBOSITY": "error",
