@@ -14,7 +14,8 @@ A computed artefact that is not a model (teacher logits, augmented and transfer 
 the GPT-2 LM, word vectors, probing features and probes, the efficiency table) is an
 :class:`Artefact`: kind, path, key and record, with the same ``saved(force)`` / ``finish(...)``
 protocol; each one finished or reused is listed in ``<out>/manifest.json`` with its kind and
-loader. :func:`open_dir` is the one way a resumable computation claims its folder of partial
+loader. The stage functions return them with their values (``AugmentResult.artefact``,
+``TransferSets.artefacts``, ``ProbingRun.artefacts``). :func:`open_dir` is the one way a resumable computation claims its folder of partial
 results (shards). ``python -m kdnb.store --task cola --profile cpu`` (``make inventory``) lists a run's
 models and artefacts (:func:`inventory`).
 

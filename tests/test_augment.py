@@ -126,6 +126,13 @@ def test_augment_rules_dedups_is_reproducible_and_reused(tmp_path, dsd, nlp):
     assert list(res2.dataset["sentence"]) == sents
     again = A.augment_rules(cfg, dsd, nlp_loader=lambda: pytest.fail("tags should be cached"))
     assert again.reused and list(again.dataset["sentence"]) == sents
+    # the store object it is: same artefact, key and record, listed in the run's manifest
+    assert again.artefact.path == res.artefact.path == A.augmented_dir(cfg, "rules")
+    assert again.artefact.key == res.artefact.key and res.artefact.saved()["stats"] == res.stats
+    assert store.artefacts(cfg, "augmented_set") == {"augmented/rules": {
+        "kind": "augmented_set", "record": "augmented/rules.json", "loader": store.ARTEFACTS["augmented_set"],
+        "key": res.artefact.key}}
+    assert A.load_augmented(cfg, "rules").artefact == again.artefact
     # other seed: other samples
     res3 = A.augment_rules(_cfg(tmp_path / "c", seed=7, **over), dsd, nlp_loader=lambda: nlp)
     assert list(res3.dataset["sentence"]) != sents
@@ -353,10 +360,18 @@ def test_label_transfer_sets_labels_training_rows_once_and_reuses(tmp_path, dsd,
         assert list(ts["sentence"]) == list(ref["sentence"]) and list(ts["source"]) == list(ref["source"])
         np.testing.assert_array_equal(A.logits_array(ts)[:60], A.logits_array(sets["none"]))
     assert A.logits_array(sets["rules"]).shape == (80, 2)
+    arts = sets.artefacts  # each set's store object: the logits of the training rows and of each set's new rows, the sets
+    assert {n: a.kind for n, a in arts.items()} == {
+        "none": "teacher_logits", "rules.augmented": "teacher_logits", "rules": "transfer_set",
+        "rules+gpt2.augmented": "teacher_logits", "rules+gpt2": "transfer_set"}
+    assert all(a.saved() for a in arts.values()) and arts["rules"].key["teacher_config_hash"] == store.record(cfg)["config_hash"]
+    listed = store.artefacts(cfg)
+    assert {str(a.path.relative_to(cfg.out)) for a in arts.values()} <= set(listed)
     rows.clear()
     store.record_time(cfg, "teacher_logits", 123.0)  # as if the first labelling had taken that long
     again = A.label_transfer_sets(cfg, dsd)
     assert rows == [] and np.array_equal(A.logits_array(again["rules+gpt2"]), A.logits_array(sets["rules+gpt2"]))
+    assert {n: a.key for n, a in again.artefacts.items()} == {n: a.key for n, a in arts.items()}
     assert again.reused and store.stage_times(cfg)["teacher_logits"] == 123.0  # all loaded: the time of the run that made them stays
     _fake_augmented(cfg, "gpt2", [f"new gpt sentence {i} ." for i in range(20)])
     third = A.label_transfer_sets(cfg, dsd)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from kdnb import store
 from kdnb.analysis import probing
 from kdnb.config import ProbingConfig, load_config
 from kdnb.errors import ConfigError, DataError, StageInputError
@@ -375,6 +376,12 @@ def test_default_encoders_and_the_whole_stage(tmp_path, tiny_bert):
     assert set(probes["layers"]) == {"E", "1", "2"}
     rerun = probing.run_probing(cfg, progress=False)                # everything reused, same numbers
     assert rerun.scores.equals(run.scores)
+    # one store object per (model, task), the same on the rerun, listed in the manifest
+    assert [(a.path.parent.name, a.path.stem) for a in run.artefacts] == [
+        (m, t) for m in ("teacher", "bilstm", "bilstm_initialised") for t in ("Length", "Tense")]
+    assert [a.key for a in rerun.artefacts] == [a.key for a in run.artefacts]
+    assert all(a.saved()["layers"] for a in rerun.artefacts)
+    assert len(store.artefacts(cfg, "probes")) == 6 and len(store.artefacts(cfg, "probing_features")) == 6
 
     table = probing.scores_table(run)
     base = table[table["family"] == "baseline"]

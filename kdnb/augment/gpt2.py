@@ -400,7 +400,7 @@ def augment_gpt2(cfg: Config, dsd: datasets.DatasetDict, force: bool = False,
     art = store.Artefact("augmented_set", out, meta["config_hash"], cfg.out, field="config_hash")
     saved = art.saved(force)
     if saved:
-        return AugmentResult("gpt2", datasets.load_from_disk(str(out)), saved["stats"], reused=True)
+        return AugmentResult("gpt2", datasets.load_from_disk(str(out)), saved["stats"], reused=True, artefact=art)
 
     model, tok = load_gpt2(cfg)
     dev = _generation_device(cfg, device)
@@ -465,4 +465,4 @@ def augment_gpt2(cfg: Config, dsd: datasets.DatasetDict, force: bool = False,
     cols = ["sentence", "source", "origin", "first_subword", "n_subwords"]
     ds = art.save_dataset(ds.select_columns(cols), {"stats": stats}, shards=root)
     store.record_time(cfg, "augment_gpt2", stats["seconds"] + (lm["seconds"] or 0))  # LM training + sampling
-    return AugmentResult("gpt2", ds, stats, reused=False)
+    return AugmentResult("gpt2", ds, stats, reused=False, artefact=art)

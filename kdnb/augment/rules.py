@@ -222,7 +222,7 @@ def augment_rules(cfg: Config, dsd: datasets.DatasetDict, force: bool = False,
     art = store.Artefact("augmented_set", out, meta["config_hash"], cfg.out, field="config_hash")
     saved = art.saved(force)
     if saved:
-        return AugmentResult("rules", datasets.load_from_disk(str(out)), saved["stats"], reused=True)
+        return AugmentResult("rules", datasets.load_from_disk(str(out)), saved["stats"], reused=True, artefact=art)
 
     with Timer() as timer:
         tags = _tagged(cfg, train, nlp_loader or (lambda: load_spacy(rc.spacy_model)), force)
@@ -270,7 +270,7 @@ def augment_rules(cfg: Config, dsd: datasets.DatasetDict, force: bool = False,
              "n_iter": rc.n_iter, "training_sentences": len(train), "spacy_model": _spacy_name(cfg)}
     ds = art.save_dataset(ds.select_columns([*sides, "source", "origin"]), {"stats": stats}, shards=root)
     store.record_time(cfg, "augment_rules", stats["seconds"])
-    return AugmentResult("rules", ds, stats, reused=False)
+    return AugmentResult("rules", ds, stats, reused=False, artefact=art)
 
 
 def _spacy_name(cfg: Config) -> Optional[str]:

@@ -16,6 +16,7 @@ from typing import Callable, Iterable
 
 import datasets
 
+from .. import store
 from ..config import Config, TransferSet
 from ..data import subsample
 from ..errors import StageInputError
@@ -69,12 +70,15 @@ class AugmentResult:
         stats: ``generated`` (samples drawn), ``unique`` (after dropping duplicates),
             ``kept`` (after also dropping training sentences), ``seconds`` and method details.
         reused: the saved output matched the parameters and was loaded instead of rebuilt.
+        artefact: its entry in the run store (:class:`kdnb.store.Artefact` of kind
+            ``augmented_set``: path, key, record), listed in ``<out>/manifest.json``.
     """
 
     method: str
     dataset: datasets.Dataset
     stats: dict
     reused: bool
+    artefact: store.Artefact
 
 
 def row_key(*parts: str) -> int:
@@ -129,4 +133,5 @@ def load_augmented(cfg: Config, method: str) -> AugmentResult:
     meta = read_json(out.with_name(out.name + ".json"))
     if not out.is_dir() or meta is None:
         raise StageInputError(f"{out}: no '{method}' augmentation; run notebooks/02_augmentation first.")
-    return AugmentResult(method, datasets.load_from_disk(str(out)), meta["stats"], reused=True)
+    art = store.Artefact("augmented_set", out, meta["config_hash"], cfg.out, field="config_hash")
+    return AugmentResult(method, datasets.load_from_disk(str(out)), meta["stats"], reused=True, artefact=art)

@@ -102,13 +102,18 @@ def transfer_input(cfg: Config, dsd: datasets.DatasetDict, name: str) -> dataset
 
 class TransferSets(dict):
     """``{name: labelled transfer set}`` from :func:`label_transfer_sets`; ``reused``: every set
-    was loaded from saved outputs (the teacher ran on no row)."""
+    was loaded from saved outputs (the teacher ran on no row); ``artefacts``: ``{name:
+    kdnb.store.Artefact}``, each set's entry in the run store (``none``: the teacher's logits on
+    the training rows; the others: kind ``transfer_set``)."""
 
-    reused: bool = True
+    def __init__(self):
+        super().__init__()
+        self.reused = True
+        self.artefacts: dict[str, store.Artefact] = {}
 
 
 @store.timed("teacher_logits")
-def label_transfer_sets(cfg: Config, dsd: datasets.DatasetDict, force: bool = False) -> dict[str, datasets.Dataset]:
+def label_transfer_sets(cfg: Config, dsd: datasets.DatasetDict, force: bool = False) -> TransferSets:
     """Label every set of :func:`transfer_sets_needed` with the teacher's logits (notebook 03).
 
     The training rows are labelled once, into ``<out>/transfer/none``; each augmented set's new
@@ -120,7 +125,8 @@ def label_transfer_sets(cfg: Config, dsd: datasets.DatasetDict, force: bool = Fa
     Returns:
         :class:`TransferSets`: ``{name: dataset}`` with :func:`transfer_input`'s columns plus
         ``teacher_logits`` ``(rows, num_labels)`` float32; ``.reused`` is True when every set
-        was loaded from saved outputs (no teacher forward pass). The wall time is logged as the
+        was loaded from saved outputs (no teacher forward pass); ``.artefacts`` holds each
+        set's :class:`kdnb.store.Artefact` (``<name>.augmented``: the logits of its new rows). The wall time is logged as the
         stage ``teacher_logits`` (:func:`kdnb.store.timed`; kept from the run that
         labelled them when every set is reused).
     """
@@ -131,6 +137,7 @@ def label_transfer_sets(cfg: Config, dsd: datasets.DatasetDict, force: bool = Fa
     def label(ds: datasets.Dataset, name: str) -> datasets.Dataset:
         shard_size = cfg.augment.shard_size
         art = logits_artefact(cfg, ds, transfer_dir(cfg, name), shard_size)  # hashes the rows' text once
+        out.artefacts[name] = art
         if art.saved(force):
             return datasets.load_from_disk(str(art.path))
         out.reused = False
@@ -148,7 +155,7 @@ def label_transfer_sets(cfg: Config, dsd: datasets.DatasetDict, force: bool = Fa
         meta = {"none": read_json(path.with_name("none.json")),
                 "augmented": read_json(path.with_name(f"{name}.augmented.json")),
                 "teacher_config_hash": store.record(cfg).get("config_hash")}
-        art = store.Artefact("transfer_set", path, meta, cfg.out)
+        art = out.artefacts[name] = store.Artefact("transfer_set", path, meta, cfg.out)
         if art.saved(force):
             out[name] = datasets.load_from_disk(str(path))
         else:

@@ -291,6 +291,9 @@ class ProbingRun:
         warning: :func:`sample_warning` (None on the full data).
         data_dir: folder the probing files were read from.
         seconds: wall time of this call (features + probes).
+        artefacts: the probe results in the run store, one :class:`kdnb.store.Artefact` (kind
+            ``probes``) per (model, task), listed in ``<out>/manifest.json`` with the features
+            they were trained on.
     """
 
     scores: pd.DataFrame
@@ -298,6 +301,7 @@ class ProbingRun:
     warning: Optional[str]
     data_dir: Path
     seconds: float
+    artefacts: list[store.Artefact] = field(default_factory=list)
 
 
 def _probe_key(cfg: Config, feat_meta: dict) -> str:
@@ -331,7 +335,7 @@ def run_probing(cfg: Config, encoders: Optional[dict[str, Encoder]] = None, forc
     with Timer() as timer:
         tasks = load_probing_tasks(cfg)
         encoders = default_encoders(cfg) if encoders is None else encoders
-        rows = []
+        rows, arts = [], []
         jobs = [(e, t) for e in encoders.values() for t in tasks]
         for enc, tname in tqdm(jobs, desc="probing", disable=not progress, leave=False):
             data = tasks[tname]
@@ -340,6 +344,7 @@ def run_probing(cfg: Config, encoders: Optional[dict[str, Encoder]] = None, forc
             key = _probe_key(cfg, read_json(cfg.out / "probing" / "features" / _slug(enc.name) / tname / "meta.json"))
             art = store.Artefact("probes", pdir / f"{tname}.json", key, cfg.out, record=pdir / f"{tname}.json",
                                  field="key")
+            arts.append(art)
             saved = art.saved(force)
             done = saved["layers"] if saved else {}
             for depth, layer in enumerate(enc.layers):
@@ -355,7 +360,7 @@ def run_probing(cfg: Config, encoders: Optional[dict[str, Encoder]] = None, forc
                              **data.sizes()})
     store.record_time(cfg, "probing", timer.seconds)
     return ProbingRun(pd.DataFrame(rows), data_sizes(tasks), sample_warning(tasks), probing_data_dir(cfg),
-                      timer.seconds)
+                      timer.seconds, arts)
 
 
 def scores_table(run: ProbingRun) -> pd.DataFrame:
