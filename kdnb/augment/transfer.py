@@ -103,8 +103,9 @@ def transfer_input(cfg: Config, dsd: datasets.DatasetDict, name: str) -> dataset
 class TransferSets(dict):
     """``{name: labelled transfer set}`` from :func:`label_transfer_sets`; ``reused``: every set
     was loaded from saved outputs (the teacher ran on no row); ``artefacts``: ``{name:
-    kdnb.store.Artefact}``, each set's entry in the run store (``none``: the teacher's logits on
-    the training rows; the others: kind ``transfer_set``)."""
+    kdnb.store.Artefact}``, the sets' entries in the run store (``none`` and ``<name>.augmented``:
+    the teacher's logits on the training rows and on a set's new rows; ``<name>``: the
+    concatenated set, kind ``transfer_set``)."""
 
     def __init__(self):
         super().__init__()
