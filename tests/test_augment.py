@@ -22,6 +22,7 @@ import torch
 from kdnb import augment as A
 from kdnb import experiments, store
 from kdnb.augment import gpt2, rules
+from kdnb.augment.shards import augmented_artefact
 from kdnb.config import load_config
 from kdnb.data import load_task
 from kdnb.errors import ConfigError, StageInputError
@@ -226,8 +227,7 @@ def test_gpt2_rejects_pair_tasks(tmp_path):
 def _fake_augmented(cfg, method, sentences):
     ds = datasets.Dataset.from_dict({"sentence": sentences, "source": [method] * len(sentences),
                                      "origin": [-1] * len(sentences)})
-    store.Artefact("augmented_set", A.augmented_dir(cfg, method), "x", cfg.out, field="config_hash").save_dataset(
-        ds, {"stats": {"kept": len(ds)}})
+    augmented_artefact(cfg, method, "x").save_dataset(ds, {"stats": {"kept": len(ds)}})
 
 
 def test_transfer_input_composition(tmp_path, dsd):

@@ -30,6 +30,7 @@ from ..errors import ConfigError, StageInputError
 from ..utils import Timer, atomic_path, set_seed, tqdm
 from .shards import (
     AugmentResult,
+    augmented_artefact,
     augmented_dir,
     column,
     row_key,
@@ -397,7 +398,7 @@ def augment_gpt2(cfg: Config, dsd: datasets.DatasetDict, force: bool = False,
     shard_meta = {"config_hash": f"{lm['config_hash']}-{cfg.augment.shard_size}-"
                   + hashlib.sha256(repr(sorted(gen_keys.items())).encode()).hexdigest()[:12]}
     meta = {"config_hash": f"{shard_meta['config_hash']}-{g.n_sentences}"}
-    art = store.Artefact("augmented_set", out, meta["config_hash"], cfg.out, field="config_hash")
+    art = augmented_artefact(cfg, "gpt2", meta["config_hash"])
     saved = art.saved(force)
     if saved:
         return AugmentResult("gpt2", datasets.load_from_disk(str(out)), saved["stats"], reused=True, artefact=art)

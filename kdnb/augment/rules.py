@@ -26,6 +26,7 @@ from ..errors import ConfigError
 from ..utils import Timer, read_json, tqdm
 from .shards import (
     AugmentResult,
+    augmented_artefact,
     augmented_dir,
     column,
     row_keys,
@@ -219,7 +220,7 @@ def augment_rules(cfg: Config, dsd: datasets.DatasetDict, force: bool = False,
     train = training_sentences(cfg, dsd)
     out = augmented_dir(cfg, "rules")
     meta = _rules_meta(cfg, train)
-    art = store.Artefact("augmented_set", out, meta["config_hash"], cfg.out, field="config_hash")
+    art = augmented_artefact(cfg, "rules", meta["config_hash"])
     saved = art.saved(force)
     if saved:
         return AugmentResult("rules", datasets.load_from_disk(str(out)), saved["stats"], reused=True, artefact=art)

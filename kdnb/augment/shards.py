@@ -49,6 +49,12 @@ def augmented_dir(cfg: Config, method: str) -> Path:
     return cfg.out / "augmented" / method
 
 
+def augmented_artefact(cfg: Config, method: str, key: str) -> store.Artefact:
+    """The store object of ``method``'s augmented set: :func:`augmented_dir`, its record
+    ``<method>.json`` holding ``key`` as ``config_hash`` (and the ``stats``)."""
+    return store.Artefact("augmented_set", augmented_dir(cfg, method), key, cfg.out, field="config_hash")
+
+
 def transfer_dir(cfg: Config, name: str) -> Path:
     """``<out>/transfer/<name>``: a transfer set labelled with the teacher's logits (Arrow)."""
     return cfg.out / "transfer" / name
@@ -133,5 +139,5 @@ def load_augmented(cfg: Config, method: str) -> AugmentResult:
     meta = read_json(out.with_name(out.name + ".json"))
     if not out.is_dir() or meta is None:
         raise StageInputError(f"{out}: no '{method}' augmentation; run notebooks/02_augmentation first.")
-    art = store.Artefact("augmented_set", out, meta["config_hash"], cfg.out, field="config_hash")
+    art = augmented_artefact(cfg, method, meta["config_hash"])
     return AugmentResult(method, datasets.load_from_disk(str(out)), meta["stats"], reused=True, artefact=art)
