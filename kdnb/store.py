@@ -15,8 +15,8 @@ the GPT-2 LM, word vectors, probing features and probes, the efficiency table) i
 :class:`Artefact`: kind, path, key and record, with the same ``saved(force)`` / ``finish(...)``
 protocol; each one finished or reused is listed in ``<out>/manifest.json`` with its kind and
 loader. The stage functions return them with their values (``AugmentResult.artefact``,
-``TransferSets.artefacts``, ``ProbingRun.artefacts``). :func:`open_dir` is the one way a resumable computation claims its folder of partial
-results (shards). ``python -m kdnb.store --task cola --profile cpu`` (``make inventory``) lists a run's
+``TransferSets.artefacts``, ``ProbingRun.artefacts``). :func:`open_dir` is the one way a
+resumable computation claims its folder of partial results (shards). ``python -m kdnb.store --task cola --profile cpu`` (``make inventory``) lists a run's
 models and artefacts (:func:`inventory`).
 
 The wall time of every stage that is not one model's training (data preparation, augmentation,

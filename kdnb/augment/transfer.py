@@ -127,9 +127,9 @@ def label_transfer_sets(cfg: Config, dsd: datasets.DatasetDict, force: bool = Fa
         :class:`TransferSets`: ``{name: dataset}`` with :func:`transfer_input`'s columns plus
         ``teacher_logits`` ``(rows, num_labels)`` float32; ``.reused`` is True when every set
         was loaded from saved outputs (no teacher forward pass); ``.artefacts`` holds each
-        set's :class:`kdnb.store.Artefact` (``<name>.augmented``: the logits of its new rows). The wall time is logged as the
-        stage ``teacher_logits`` (:func:`kdnb.store.timed`; kept from the run that
-        labelled them when every set is reused).
+        set's :class:`kdnb.store.Artefact` (``<name>.augmented``: the logits of its new rows).
+        The wall time is logged as the stage ``teacher_logits`` (:func:`kdnb.store.timed`;
+        kept from the run that labelled them when every set is reused).
     """
     from ..training.teacher import compute_teacher_logits, logits_artefact
 

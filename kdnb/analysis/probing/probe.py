@@ -301,7 +301,7 @@ class ProbingRun:
     warning: Optional[str]
     data_dir: Path
     seconds: float
-    artefacts: list[store.Artefact] = field(default_factory=list)
+    artefacts: list[store.Artefact]
 
 
 def _probe_key(cfg: Config, feat_meta: dict) -> str:
